@@ -1,0 +1,1 @@
+//! Keel's test infrastructure: the deterministic cluster simulator and end-to-end harnesses.
