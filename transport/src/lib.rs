@@ -1,9 +1,13 @@
 //! Keel transports: one ring protocol over RDMA verbs and shared memory, and a TCP transport.
 #![deny(missing_docs)]
 
+pub mod conformance;
 pub mod frame;
 pub mod handshake;
+pub mod message;
 pub mod ring;
+pub mod shm;
+pub mod tcp;
 
 pub use frame::{FrameError, FrameHeader};
 pub use handshake::{HandshakeConfig, HandshakeError, Peer, Role, handshake};

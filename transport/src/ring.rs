@@ -217,8 +217,9 @@ impl<S: RingSink> RingWriter<S> {
         Self::resume(sink, config, 0)
     }
 
-    /// A writer that continues a ring whose reader has consumed everything up to `position`
-    /// (for example after the writer restarted): new frames start at `position`.
+    /// A writer that continues a ring at `position`, the tail it last published (for
+    /// example after the writer restarted): new frames start there. Until it loads the
+    /// reader's head it assumes the ring is full (the head at least a capacity behind).
     ///
     /// # Panics
     /// If `position` is not 8-byte aligned or the configuration does not fit the capacity.
@@ -235,7 +236,7 @@ impl<S: RingSink> RingWriter<S> {
             capacity,
             tail: position,
             published: position,
-            head: position,
+            head: position.saturating_sub(capacity as u64),
         }
     }
 
