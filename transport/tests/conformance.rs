@@ -1,5 +1,6 @@
 //! The conformance suite (`keel_transport::conformance`) against the shared-memory ring, the
 //! shared-memory ring as a message link, and the TCP transport.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use keel_transport::conformance::{self, LinkFactory, RingFactory};
 use keel_transport::handshake::HandshakeConfig;
