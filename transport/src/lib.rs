@@ -3,6 +3,8 @@
 
 pub mod frame;
 pub mod handshake;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod ring;
 
 pub use frame::{FrameError, FrameHeader};
