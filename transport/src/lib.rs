@@ -5,6 +5,8 @@ pub mod conformance;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod ring;
 pub mod shm;
 pub mod tcp;
