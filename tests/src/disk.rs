@@ -87,21 +87,21 @@ impl<S: Durable> Disk<S> {
         self.pending.first().map(|p| p.durable_at_us)
     }
 
-    /// Makes every operation due by `now_us` durable, in order; returns their tokens.
-    pub fn sync_due(&mut self, now_us: u64) -> Vec<u64> {
+    /// Makes every operation due by `now_us` durable, in order; returns them with their tokens.
+    pub fn sync_due(&mut self, now_us: u64) -> Vec<(u64, S::Op)> {
         let n = self
             .pending
             .iter()
             .take_while(|p| p.durable_at_us <= now_us)
             .count();
         let done: Vec<Pending<S::Op>> = self.pending.drain(..n).collect();
-        let mut tokens = Vec::with_capacity(done.len());
+        let mut synced = Vec::with_capacity(done.len());
         for p in done {
             self.durable.apply(&p.op);
             self.synced += 1;
-            tokens.push(p.token);
+            synced.push((p.token, p.op));
         }
-        tokens
+        synced
     }
 
     /// A crash: unsynced operations are gone.
@@ -151,7 +151,7 @@ mod tests {
         let mut t = 0;
         while d.pending_len() > 0 {
             t = d.next_sync_us().unwrap().max(t);
-            tokens.extend(d.sync_due(t));
+            tokens.extend(d.sync_due(t).into_iter().map(|(t, _)| t));
         }
         assert_eq!(tokens, (100..120).collect::<Vec<_>>());
         assert_eq!(d.durable().0, (0..20).collect::<Vec<_>>());
@@ -163,10 +163,10 @@ mod tests {
         let mut d = Disk::new(DiskConfig::steady(), Log::default());
         d.write(&mut rng, 0, 1, 10);
         d.write(&mut rng, 0, 2, 11);
-        assert_eq!(d.sync_due(50), vec![1, 2]);
+        assert_eq!(d.sync_due(50), vec![(1, 10), (2, 11)]);
         d.write(&mut rng, 60, 3, 12);
         d.crash();
-        assert_eq!(d.sync_due(1000), Vec::<u64>::new());
+        assert!(d.sync_due(1000).is_empty());
         assert_eq!(d.durable().0, vec![10, 11]);
         assert_eq!(d.lost, 1);
     }

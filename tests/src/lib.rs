@@ -10,9 +10,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod checks;
 pub mod clock;
 pub mod disk;
+pub mod faults;
 pub mod kv;
 pub mod linearizability;
 pub mod net;
 pub mod rng;
+pub mod runner;
+pub mod world;

@@ -143,7 +143,7 @@ impl<M: Clone> Network<M> {
             1
         };
         self.stats.duplicated += copies - 1;
-        for i in 0..copies {
+        for _ in 0..copies {
             let m = InFlight {
                 from,
                 to,
@@ -216,6 +216,11 @@ impl<M: Clone> Network<M> {
                 }
             }
         }
+    }
+
+    /// Restores a cut directed link.
+    pub fn restore_link(&mut self, from: NodeId, to: NodeId) {
+        self.cut.remove(&(from, to));
     }
 
     /// Clogs the directed link `from -> to` until `until_us`.
