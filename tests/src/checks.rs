@@ -74,6 +74,16 @@ impl Checker {
         self.committed.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// The membership of the latest chosen membership decree (or the initial one).
+    pub fn latest_membership(&self) -> &Membership {
+        self.memberships.values().next_back().unwrap_or(&self.initial)
+    }
+
+    /// Membership decrees chosen so far.
+    pub fn membership_changes(&self) -> u64 {
+        self.memberships.len() as u64
+    }
+
     /// The membership that governs `slot`, if every slot below it is known.
     fn governing(&self, slot: Slot) -> Option<&Membership> {
         if slot > self.contiguous + 1 {

@@ -437,14 +437,23 @@ impl World {
         let chosen_at_heal = self.checker.max_chosen();
         let deadline = self.now + LIVENESS_BOUND_US;
         let healed_at = self.now;
-        while self.checker.max_chosen() <= chosen_at_heal {
+        // Live means: a decree chosen after healing, applied by every voter of the membership.
+        loop {
+            let target = self.checker.max_chosen();
+            if target > chosen_at_heal && self.voters_applied(target) {
+                break;
+            }
             if self.now >= deadline {
                 return Err(self.fail(format!(
-                    "liveness: no new decree chosen within {} us after healing (max chosen {})",
-                    LIVENESS_BOUND_US, chosen_at_heal
+                    "liveness: {} us after healing, no decree chosen after slot {} has been \
+                     applied by every voter (max chosen {}, voters at {:?})",
+                    LIVENESS_BOUND_US,
+                    chosen_at_heal,
+                    target,
+                    self.voter_positions()
                 )));
             }
-            let step_to = (self.now + 10_000).min(deadline);
+            let step_to = (self.now + TICK_US).min(deadline);
             self.run_until(step_to)?;
         }
         self.summary.recovery_us = self.now - healed_at;
@@ -454,6 +463,7 @@ impl World {
         self.final_checks()?;
         self.summary.sim_us = self.now;
         self.summary.chosen = self.checker.max_chosen();
+        self.summary.membership_changes = self.checker.membership_changes();
         self.summary.ops_completed = self
             .history
             .iter()
@@ -1299,6 +1309,24 @@ impl World {
     /// Simulated time now, microseconds.
     pub fn now(&self) -> u64 {
         self.now
+    }
+
+    fn current_voters(&self) -> Vec<u64> {
+        let m = self.checker.latest_membership();
+        m.voters.iter().map(|v| v.0).collect()
+    }
+
+    fn voters_applied(&self, slot: Slot) -> bool {
+        self.current_voters().iter().all(|id| {
+            self.nodes.get(id).is_some_and(|n| n.replica.is_some() && n.applied >= slot)
+        })
+    }
+
+    fn voter_positions(&self) -> Vec<(u64, Option<Slot>)> {
+        self.current_voters()
+            .iter()
+            .map(|id| (*id, self.nodes.get(id).filter(|n| n.replica.is_some()).map(|n| n.applied)))
+            .collect()
     }
 
     /// Whether the run has healed (the heal phase started).
