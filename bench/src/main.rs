@@ -1,6 +1,14 @@
 //! `keel-bench`: Keel's latency and throughput, each figure with its ratio to the machine's own
 //! limit measured in the same run.
-use clap::{Parser, Subcommand};
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use keel_bench::limits::{self, LimitOptions, LimitSet};
+use keel_bench::report::{Report, params};
 
 /// Keel benchmark tool.
 #[derive(Parser, Debug)]
@@ -10,10 +18,130 @@ struct Cli {
     command: Command,
 }
 
+/// Options every subcommand takes.
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Write every parameter, figure and limit of the run to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the latency distribution of the run as an SVG plot.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Recorded length of each measurement, in milliseconds (a warm-up of a fifth runs first).
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// The two cores pairs of threads are pinned to, as `A,B` (default: the first two).
+    #[arg(long, value_name = "A,B", value_parser = parse_core_pair)]
+    cores: Option<(usize, usize)>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_core_pair(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s.split_once(',').ok_or("expected A,B")?;
+    let a = a.trim().parse().map_err(|e| format!("{e}"))?;
+    let b = b.trim().parse().map_err(|e| format!("{e}"))?;
+    Ok((a, b))
+}
+
+impl Common {
+    fn limit_options(&self) -> LimitOptions {
+        LimitOptions {
+            duration: Duration::from_millis(self.duration_ms),
+            cores: self.cores,
+            quiet: self.quiet,
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            ("duration_ms", self.duration_ms.into()),
+            ("warmup_ms", (self.duration_ms / 5).into()),
+            (
+                "cores",
+                self.cores
+                    .map(|(a, b)| serde_json::json!([a, b]))
+                    .unwrap_or(serde_json::Value::Null),
+            ),
+        ]
+    }
+
+    /// Prints the report and writes the JSON and plot files asked for.
+    fn finish(&self, report: &Report) -> anyhow::Result<()> {
+        print!("{}", report.to_text());
+        if let Some(path) = &self.json {
+            report.write_json(path)?;
+            eprintln!("wrote {}", path.display());
+        }
+        if let Some(path) = &self.plot {
+            let title = format!("keel-bench {}: latency distribution", report.command);
+            keel_bench::plot::write_svg(path, &title, &report.curves())?;
+            eprintln!("wrote {}", path.display());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// The machine's raw limits: cache-line round trip, TCP loopback round trip, fdatasync,
+    /// and ib_write_lat where an RDMA device exists.
+    Limits(LimitsArgs),
+}
+
+#[derive(Args, Debug)]
+struct LimitsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Directory (file system) for the fdatasync limits.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Skip the fdatasync limits.
+    #[arg(long)]
+    no_sync: bool,
+    /// Sizes of the bare pwrite+fdatasync loop, in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64,1024,65536")]
+    pwrite_sizes: Vec<usize>,
+    /// Size of the TCP ping-pong, in bytes.
+    #[arg(long, default_value_t = 64)]
+    tcp_size: usize,
+    /// RDMA device for ib_write_lat (default: the first one).
+    #[arg(long)]
+    ib_device: Option<String>,
+    /// GID index for ib_write_lat (`-x`, RoCE).
+    #[arg(long)]
+    ib_gid_index: Option<u32>,
+}
+
+fn run_limits(a: &LimitsArgs) -> anyhow::Result<()> {
+    let mut p = a.common.params();
+    p.push(("dir", a.dir.display().to_string().into()));
+    p.push(("filesystem", limits::filesystem_of(&a.dir).into()));
+    p.push(("sync", (!a.no_sync).into()));
+    p.push(("pwrite_sizes", serde_json::json!(a.pwrite_sizes)));
+    p.push(("tcp_size", a.tcp_size.into()));
+    let mut report = Report::new("limits", params(p));
+    let set = LimitSet {
+        cacheline: true,
+        tcp_sizes: vec![a.tcp_size],
+        tcp_blocking: true,
+        sync_dir: (!a.no_sync).then(|| a.dir.clone()),
+        fdatasync_4k: true,
+        pwrite_sizes: a.pwrite_sizes.clone(),
+        ib_sizes: vec![64],
+        ib_device: a.ib_device.clone(),
+        ib_gid_index: a.ib_gid_index,
+    };
+    for outcome in limits::measure(&set, &a.common.limit_options()).context("measuring limits")? {
+        report.add_limit(outcome);
+    }
+    a.common.finish(&report)
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match &cli.command {
+        Command::Limits(a) => run_limits(a),
+    }
 }
