@@ -333,10 +333,10 @@ impl Replica {
             return;
         }
         for slot in slots {
-            if let Some(f) = l.in_flight.get_mut(slot) {
-                if double || !f.acks.contains(&from) {
-                    f.acks.push(from);
-                }
+            if let Some(f) = l.in_flight.get_mut(slot)
+                && (double || !f.acks.contains(&from))
+            {
+                f.acks.push(from);
             }
         }
         self.advance_leader_commit(out);
@@ -357,10 +357,10 @@ impl Replica {
             return;
         }
         for slot in slots {
-            if let Some(f) = l.in_flight.get_mut(slot) {
-                if !f.acks.contains(&id) {
-                    f.acks.push(id);
-                }
+            if let Some(f) = l.in_flight.get_mut(slot)
+                && !f.acks.contains(&id)
+            {
+                f.acks.push(id);
             }
         }
         self.advance_leader_commit(out);
