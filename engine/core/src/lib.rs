@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod codec;
 mod config;
 mod error;
 mod io;
@@ -15,6 +16,7 @@ pub mod quorum;
 mod replica;
 mod types;
 
+pub use codec::DecodeError;
 pub use config::{Config, Mutation};
 pub use error::{ConfigError, MembershipError};
 pub use io::{AbortReason, Command, Event, PersistOp, PersistToken, ReadId, ReadRefusal, Role};
