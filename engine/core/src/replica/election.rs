@@ -334,14 +334,22 @@ impl Replica {
                 decree: d.clone(),
             })
             .collect();
-        let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        // The membership decrees that may be chosen: per slot, the value of the highest ballot
+        // among the promises so far (what this candidate would re-propose).
+        let mut highest: BTreeMap<Slot, (Ballot, &Decree)> = BTreeMap::new();
         for e in c
             .promises
             .values()
             .flat_map(|p| p.accepted.iter())
             .chain(own.iter())
         {
-            if let Decree::Membership(m) = &e.decree {
+            if highest.get(&e.slot).is_none_or(|(b, _)| *b < e.ballot) {
+                highest.insert(e.slot, (e.ballot, &e.decree));
+            }
+        }
+        let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        for (_, d) in highest.values() {
+            if let Decree::Membership(m) = d {
                 required.push(m);
             }
         }

@@ -806,6 +806,15 @@ impl Replica {
             "step_down left a role"
         );
     }
+
+    /// The highest slot a leader has given a value (tests only).
+    #[cfg(test)]
+    fn in_flight_max(&self) -> Slot {
+        match &self.role {
+            RoleState::Leader(l) => l.next_slot - 1,
+            _ => self.commit,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -350,6 +350,7 @@ impl Replica {
         out: &mut Vec<Command>,
     ) {
         let id = self.id;
+        let double = self.mutation_on(Mutation::DoubleCountVote);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -361,6 +362,9 @@ impl Replica {
                 && !f.acks.contains(&id)
             {
                 f.acks.push(id);
+                if double {
+                    f.acks.push(id); // the bug: our own vote counts twice
+                }
             }
         }
         self.advance_leader_commit(out);
