@@ -808,7 +808,7 @@ impl Replica {
     }
 
     /// The highest slot a leader has given a value (tests only).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "mutations"))]
     fn in_flight_max(&self) -> Slot {
         match &self.role {
             RoleState::Leader(l) => l.next_slot - 1,

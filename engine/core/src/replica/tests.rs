@@ -872,10 +872,10 @@ impl Lockstep {
                         self.durable.entry(who).or_default().apply(op);
                         last_token = Some(*token);
                     }
-                    Command::Send { to, msg } => {
-                        if !self.isolated.contains(&who) && !self.isolated.contains(to) {
-                            self.queue.push_back((who, *to, msg.clone()));
-                        }
+                    Command::Send { to, msg }
+                        if !self.isolated.contains(&who) && !self.isolated.contains(to) =>
+                    {
+                        self.queue.push_back((who, *to, msg.clone()));
                     }
                     _ => {}
                 }
