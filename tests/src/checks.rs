@@ -76,7 +76,10 @@ impl Checker {
 
     /// The membership of the latest chosen membership decree (or the initial one).
     pub fn latest_membership(&self) -> &Membership {
-        self.memberships.values().next_back().unwrap_or(&self.initial)
+        self.memberships
+            .values()
+            .next_back()
+            .unwrap_or(&self.initial)
     }
 
     /// Membership decrees chosen so far.
@@ -150,29 +153,30 @@ impl Checker {
                 None => votes.chosen = Some((*ballot, decree.clone())),
             }
         }
-        if let (Some((b, d)), Some(c)) = (&votes.chosen, &committed) {
-            if d != c {
-                return Err(format!(
-                    "slot {slot}: {c:?} was committed but a majority accepted {d:?} at ballot {b}"
-                ));
-            }
+        if let (Some((b, d)), Some(c)) = (&votes.chosen, &committed)
+            && d != c
+        {
+            return Err(format!(
+                "slot {slot}: {c:?} was committed but a majority accepted {d:?} at ballot {b}"
+            ));
         }
-        if must_be_chosen && votes.chosen.is_none() {
-            if let Some(c) = &committed {
-                // A slot below a checkpoint every acceptor truncated is committed from a
-                // snapshot; only slots with ledger entries can be judged.
-                if !votes.by_ballot.is_empty() {
-                    return Err(format!(
-                        "slot {slot}: {c:?} was committed but no majority of {:?} accepted it at \
-                         one ballot (acceptances: {:?})",
-                        m.voters,
-                        votes
-                            .by_ballot
-                            .iter()
-                            .map(|(b, (d, a))| (b.to_string(), d == c, a.clone()))
-                            .collect::<Vec<_>>()
-                    ));
-                }
+        if must_be_chosen
+            && votes.chosen.is_none()
+            && let Some(c) = &committed
+        {
+            // A slot below a checkpoint every acceptor truncated is committed from a
+            // snapshot; only slots with ledger entries can be judged.
+            if !votes.by_ballot.is_empty() {
+                return Err(format!(
+                    "slot {slot}: {c:?} was committed but no majority of {:?} accepted it at \
+                     one ballot (acceptances: {:?})",
+                    m.voters,
+                    votes
+                        .by_ballot
+                        .iter()
+                        .map(|(b, (d, a))| (b.to_string(), d == c, a.clone()))
+                        .collect::<Vec<_>>()
+                ));
             }
         }
         Ok(())
@@ -217,10 +221,10 @@ impl Checker {
         if applied > commit {
             return Err(format!("r{id}: applied {applied} above commit {commit}"));
         }
-        if let Some(&p) = self.last_promise.get(&id) {
-            if promised < p {
-                return Err(format!("r{id}: promise regressed from {p} to {promised}"));
-            }
+        if let Some(&p) = self.last_promise.get(&id)
+            && promised < p
+        {
+            return Err(format!("r{id}: promise regressed from {p} to {promised}"));
         }
         self.last_promise.insert(id, promised);
         let from = self
@@ -292,13 +296,13 @@ impl Checker {
 
     /// Replica `id` served linearizable read `rid` at `slot`.
     pub fn on_linear_read(&mut self, id: u64, rid: ReadId, slot: Slot) -> Result<(), String> {
-        if let Some(needed) = self.reads.remove(&(id, rid)) {
-            if slot < needed {
-                return Err(format!(
-                    "r{id}: linearizable read {rid:?} served at slot {slot}, but slot {needed} \
-                     was already chosen when it was asked (stale read)"
-                ));
-            }
+        if let Some(needed) = self.reads.remove(&(id, rid))
+            && slot < needed
+        {
+            return Err(format!(
+                "r{id}: linearizable read {rid:?} served at slot {slot}, but slot {needed} \
+                 was already chosen when it was asked (stale read)"
+            ));
         }
         Ok(())
     }
