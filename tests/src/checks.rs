@@ -19,6 +19,29 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use keel_core::{Ballot, Decree, Membership, PersistOp, ReadId, Replica, Role, Slot};
 
+/// A short description of a decree for failure messages: proposals by id with their decoded
+/// key-value command, memberships by their voters and learners.
+pub fn describe(d: &Decree) -> String {
+    match d {
+        Decree::Noop => "Noop".to_string(),
+        Decree::Membership(m) => format!(
+            "Membership(voters {:?}, learners {:?})",
+            m.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+            m.learners.iter().map(|v| v.0).collect::<Vec<_>>()
+        ),
+        Decree::Batch(ps) => {
+            let items: Vec<String> = ps
+                .iter()
+                .map(|p| match crate::kv::KvCommand::decode(&p.payload) {
+                    Ok(c) => format!("#{} c{}/{} {:?}", p.id.0, c.client, c.seq, c.op),
+                    Err(_) => format!("#{} ({} bytes)", p.id.0, p.payload.len()),
+                })
+                .collect();
+            format!("Batch[{}]", items.join("; "))
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct SlotVotes {
     /// ballot -> (value, acceptors that made it durable).
@@ -76,7 +99,10 @@ impl Checker {
 
     /// The membership of the latest chosen membership decree (or the initial one).
     pub fn latest_membership(&self) -> &Membership {
-        self.memberships.values().next_back().unwrap_or(&self.initial)
+        self.memberships
+            .values()
+            .next_back()
+            .unwrap_or(&self.initial)
     }
 
     /// Membership decrees chosen so far.
@@ -103,8 +129,10 @@ impl Checker {
             Some(d) if d == decree => return Ok(()),
             Some(d) => {
                 return Err(format!(
-                    "slot {slot}: r{by} has {decree:?} but {d:?} was chosen there before \
-                     (a chosen value changed / two values chosen)"
+                    "slot {slot}: r{by} has {} but {} was chosen there before \
+                     (a chosen value changed / two values chosen)",
+                    describe(decree),
+                    describe(d)
                 ));
             }
             None => {}
@@ -142,37 +170,43 @@ impl Checker {
             match &votes.chosen {
                 Some((b, d)) if d != decree => {
                     return Err(format!(
-                        "slot {slot}: two values chosen: {d:?} at ballot {b} and {decree:?} at \
-                         ballot {ballot} (acceptors {acceptors:?})"
+                        "slot {slot}: two values chosen: {} at ballot {b} and {} at ballot \
+                         {ballot} (acceptors {acceptors:?})",
+                        describe(d),
+                        describe(decree)
                     ));
                 }
                 Some(_) => {}
                 None => votes.chosen = Some((*ballot, decree.clone())),
             }
         }
-        if let (Some((b, d)), Some(c)) = (&votes.chosen, &committed) {
-            if d != c {
-                return Err(format!(
-                    "slot {slot}: {c:?} was committed but a majority accepted {d:?} at ballot {b}"
-                ));
-            }
+        if let (Some((b, d)), Some(c)) = (&votes.chosen, &committed)
+            && d != c
+        {
+            return Err(format!(
+                "slot {slot}: {} was committed but a majority accepted {} at ballot {b}",
+                describe(c),
+                describe(d)
+            ));
         }
-        if must_be_chosen && votes.chosen.is_none() {
-            if let Some(c) = &committed {
-                // A slot below a checkpoint every acceptor truncated is committed from a
-                // snapshot; only slots with ledger entries can be judged.
-                if !votes.by_ballot.is_empty() {
-                    return Err(format!(
-                        "slot {slot}: {c:?} was committed but no majority of {:?} accepted it at \
-                         one ballot (acceptances: {:?})",
-                        m.voters,
-                        votes
-                            .by_ballot
-                            .iter()
-                            .map(|(b, (d, a))| (b.to_string(), d == c, a.clone()))
-                            .collect::<Vec<_>>()
-                    ));
-                }
+        if must_be_chosen
+            && votes.chosen.is_none()
+            && let Some(c) = &committed
+        {
+            // A slot below a checkpoint every acceptor truncated is committed from a
+            // snapshot; only slots with ledger entries can be judged.
+            if !votes.by_ballot.is_empty() {
+                return Err(format!(
+                    "slot {slot}: {} was committed but no majority of {:?} accepted it at \
+                     one ballot (acceptances: {:?})",
+                    describe(c),
+                    m.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+                    votes
+                        .by_ballot
+                        .iter()
+                        .map(|(b, (d, a))| (b.to_string(), d == c, a.clone()))
+                        .collect::<Vec<_>>()
+                ));
             }
         }
         Ok(())
@@ -196,8 +230,11 @@ impl Checker {
                         .or_insert_with(|| (e.decree.clone(), BTreeSet::new()));
                     if *decree != e.decree {
                         return Err(format!(
-                            "slot {}: two values proposed in ballot {}: {:?} and {:?} (r{id})",
-                            e.slot, e.ballot, decree, e.decree
+                            "slot {}: two values proposed in ballot {}: {} and {} (r{id})",
+                            e.slot,
+                            e.ballot,
+                            describe(decree),
+                            describe(&e.decree)
                         ));
                     }
                     acceptors.insert(id);
@@ -217,10 +254,10 @@ impl Checker {
         if applied > commit {
             return Err(format!("r{id}: applied {applied} above commit {commit}"));
         }
-        if let Some(&p) = self.last_promise.get(&id) {
-            if promised < p {
-                return Err(format!("r{id}: promise regressed from {p} to {promised}"));
-            }
+        if let Some(&p) = self.last_promise.get(&id)
+            && promised < p
+        {
+            return Err(format!("r{id}: promise regressed from {p} to {promised}"));
         }
         self.last_promise.insert(id, promised);
         let from = self
@@ -292,13 +329,13 @@ impl Checker {
 
     /// Replica `id` served linearizable read `rid` at `slot`.
     pub fn on_linear_read(&mut self, id: u64, rid: ReadId, slot: Slot) -> Result<(), String> {
-        if let Some(needed) = self.reads.remove(&(id, rid)) {
-            if slot < needed {
-                return Err(format!(
-                    "r{id}: linearizable read {rid:?} served at slot {slot}, but slot {needed} \
-                     was already chosen when it was asked (stale read)"
-                ));
-            }
+        if let Some(needed) = self.reads.remove(&(id, rid))
+            && slot < needed
+        {
+            return Err(format!(
+                "r{id}: linearizable read {rid:?} served at slot {slot}, but slot {needed} \
+                 was already chosen when it was asked (stale read)"
+            ));
         }
         Ok(())
     }
@@ -316,5 +353,116 @@ impl Checker {
         }
         self.lease_seen = holders.iter().map(|(id, b, _)| (*id, *b)).collect();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::{AcceptedEntry, ReplicaId};
+
+    fn three() -> Checker {
+        Checker::new(Membership::with_voters([
+            ReplicaId(1),
+            ReplicaId(2),
+            ReplicaId(3),
+        ]))
+    }
+    fn batch(id: u64) -> Decree {
+        Decree::Batch(vec![keel_core::Proposal {
+            id: keel_core::ProposalId(id),
+            payload: vec![],
+        }])
+    }
+    fn accept(
+        c: &mut Checker,
+        by: u64,
+        slot: Slot,
+        round: u64,
+        leader: u64,
+        d: &Decree,
+    ) -> Result<(), String> {
+        let entries = vec![AcceptedEntry {
+            slot,
+            ballot: Ballot::new(round, ReplicaId(leader)),
+            decree: d.clone(),
+        }];
+        c.on_durable(by, 0, &PersistOp::Append { entries })
+    }
+
+    #[test]
+    fn two_values_chosen_at_one_slot_are_caught() {
+        let mut c = three();
+        let (a, b) = (batch(1), batch(2));
+        accept(&mut c, 1, 1, 1, 1, &a).unwrap();
+        accept(&mut c, 2, 1, 1, 1, &a).unwrap();
+        accept(&mut c, 2, 1, 2, 3, &b).unwrap();
+        let e = accept(&mut c, 3, 1, 2, 3, &b).unwrap_err();
+        assert!(e.contains("two values chosen"), "{e}");
+    }
+
+    #[test]
+    fn the_same_value_chosen_again_at_a_higher_ballot_is_fine() {
+        let mut c = three();
+        let a = batch(1);
+        for (by, round) in [(1, 1), (2, 1), (2, 2), (3, 2)] {
+            accept(&mut c, by, 1, round, 1, &a).unwrap();
+        }
+        c.on_apply(1, 1, &a).unwrap();
+        assert_eq!(c.max_chosen(), 1);
+    }
+
+    #[test]
+    fn a_commit_without_a_majority_is_caught() {
+        let mut c = three();
+        let a = batch(1);
+        accept(&mut c, 1, 1, 1, 1, &a).unwrap();
+        let e = c.on_apply(1, 1, &a).unwrap_err();
+        assert!(e.contains("no majority"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_chosen_value_is_caught() {
+        let mut c = three();
+        let (a, b) = (batch(1), batch(2));
+        accept(&mut c, 1, 1, 1, 1, &a).unwrap();
+        accept(&mut c, 2, 1, 1, 1, &a).unwrap();
+        c.on_apply(1, 1, &a).unwrap();
+        let e = c.on_apply(2, 1, &b).unwrap_err();
+        assert!(e.contains("chosen there before"), "{e}");
+    }
+
+    #[test]
+    fn one_ballot_proposing_two_values_is_caught() {
+        let mut c = three();
+        accept(&mut c, 1, 1, 1, 1, &batch(1)).unwrap();
+        let e = accept(&mut c, 2, 1, 1, 1, &batch(2)).unwrap_err();
+        assert!(e.contains("two values proposed"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_leases_and_stale_linear_reads_are_caught() {
+        let mut c = three();
+        let b1 = Ballot::new(1, ReplicaId(1));
+        let b2 = Ballot::new(2, ReplicaId(2));
+        c.on_leases(&[(1, b1, 100)], 0).unwrap();
+        assert!(c.on_leases(&[(1, b1, 100), (2, b2, 200)], 50).is_err());
+        let a = batch(1);
+        accept(&mut c, 1, 1, 1, 1, &a).unwrap();
+        accept(&mut c, 2, 1, 1, 1, &a).unwrap();
+        c.on_apply(1, 1, &a).unwrap();
+        c.on_linear_read_start(3, ReadId(7));
+        let e = c.on_linear_read(3, ReadId(7), 0).unwrap_err();
+        assert!(e.contains("stale read"), "{e}");
+        c.on_linear_read_start(1, ReadId(8));
+        c.on_linear_read(1, ReadId(8), 1).unwrap();
+    }
+
+    #[test]
+    fn differing_checkpoints_of_one_slot_are_caught() {
+        let mut c = three();
+        c.on_install(1, 10, b"abc").unwrap();
+        c.on_install(2, 10, b"abc").unwrap();
+        assert!(c.on_install(3, 10, b"abd").is_err());
     }
 }

@@ -301,13 +301,13 @@ mod tests {
 
     #[test]
     fn a_large_concurrent_history_is_decided() {
-        // 6 clients, 300 writes+reads each, generated from a real sequential execution with
+        // 6 clients, 150 operations each, generated from a real sequential execution with
         // overlapping intervals: linearizable by construction.
         let mut rng = crate::rng::SimRng::new(11);
         let mut h = Vec::new();
         let mut value = None;
         let mut t = 0u64;
-        for i in 0..1800u64 {
+        for i in 0..900u64 {
             t += 10;
             let c = i % 6;
             let inv = t - rng.below(0, 25);

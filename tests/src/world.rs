@@ -227,6 +227,8 @@ struct Node {
     reads: BTreeMap<ReadId, usize>,
     /// Whether this node ever started (spares start when added).
     started: bool,
+    /// Checkpoints installed from a peer.
+    installs: u64,
     incarnation: u64,
 }
 
@@ -291,6 +293,7 @@ pub struct World {
     next_read: u64,
     next_value: u64,
     healed: bool,
+    random_faults: bool,
     trace: VecDeque<String>,
     summary: Summary,
 }
@@ -311,7 +314,12 @@ impl World {
     /// Builds the cluster for `spec` (every option drawn from its seed).
     pub fn new(spec: RunSpec) -> World {
         let mut rng = SimRng::new(spec.seed);
-        let mut opts = Options::draw(&mut rng, spec.faults);
+        let opts = Options::draw(&mut rng, spec.faults);
+        World::with_options(spec, opts, &mut rng)
+    }
+
+    fn with_options(spec: RunSpec, mut opts: Options, rng: &mut SimRng) -> World {
+        let mut rng = rng.fork();
         #[cfg(feature = "mutations")]
         {
             opts.config.mutation = spec.mutation;
@@ -336,6 +344,7 @@ impl World {
                 proposals: BTreeMap::new(),
                 reads: BTreeMap::new(),
                 started: false,
+                installs: 0,
                 incarnation: 0,
             };
             if i <= opts.replicas {
@@ -383,6 +392,7 @@ impl World {
             next_read: 1,
             next_value: 1,
             healed: false,
+            random_faults: true,
             trace: VecDeque::new(),
             summary,
         }
@@ -525,7 +535,7 @@ impl World {
                 None => c.next_us,
             });
         }
-        if !self.healed {
+        if !self.healed && self.random_faults {
             t = t.min(self.next_fault_us);
         }
         t
@@ -542,7 +552,7 @@ impl World {
                 self.do_action(a)?;
             }
         }
-        if !self.healed && self.next_fault_us <= now {
+        if !self.healed && self.random_faults && self.next_fault_us <= now {
             self.inject_fault()?;
             let gap = self.opts.fault_gap_us;
             self.next_fault_us = now + self.rng.below(gap / 2, gap * 3 / 2 + 1);
@@ -721,6 +731,7 @@ impl World {
                 if let Some(n) = self.nodes.get_mut(&id) {
                     n.kv = kv;
                     n.applied = snapshot.meta.slot;
+                    n.installs += 1;
                 }
             }
             Command::ProposalAborted { id: pid, reason } => {
@@ -1318,20 +1329,226 @@ impl World {
 
     fn voters_applied(&self, slot: Slot) -> bool {
         self.current_voters().iter().all(|id| {
-            self.nodes.get(id).is_some_and(|n| n.replica.is_some() && n.applied >= slot)
+            self.nodes
+                .get(id)
+                .is_some_and(|n| n.replica.is_some() && n.applied >= slot)
         })
     }
 
     fn voter_positions(&self) -> Vec<(u64, Option<Slot>)> {
         self.current_voters()
             .iter()
-            .map(|id| (*id, self.nodes.get(id).filter(|n| n.replica.is_some()).map(|n| n.applied)))
+            .map(|id| {
+                (
+                    *id,
+                    self.nodes
+                        .get(id)
+                        .filter(|n| n.replica.is_some())
+                        .map(|n| n.applied),
+                )
+            })
             .collect()
     }
 
     /// Whether the run has healed (the heal phase started).
     pub fn healed(&self) -> bool {
         self.healed
+    }
+}
+
+/// A hand-built cluster for a scenario test: no random faults, a reliable network, steady
+/// disks, clocks without drift; the test injects its own faults through [`World`]'s methods.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Seed for the replicas' election jitter and the clients' choices.
+    pub seed: u64,
+    /// Voters at the start.
+    pub replicas: u64,
+    /// Extra ids that may be started later as learners.
+    pub spares: u64,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// The core configuration (its initial membership is set from `replicas`).
+    pub config_tweak: fn(&mut Config),
+    /// One-way network delay, microseconds.
+    pub delay_us: u64,
+}
+
+impl Scenario {
+    /// `replicas` voters, 3 clients, core defaults, 100 us links.
+    pub fn new(seed: u64, replicas: u64) -> Scenario {
+        Scenario {
+            seed,
+            replicas,
+            spares: 0,
+            clients: 3,
+            config_tweak: |_| {},
+            delay_us: 100,
+        }
+    }
+
+    /// Builds the world.
+    pub fn build(self) -> World {
+        let mut rng = SimRng::new(self.seed);
+        let voters = (1..=self.replicas).map(ReplicaId);
+        let mut config = Config::new(keel_core::Membership::with_voters(voters));
+        (self.config_tweak)(&mut config);
+        let opts = Options {
+            replicas: self.replicas,
+            spares: self.spares,
+            net: NetConfig {
+                loss: 0.0,
+                duplicate: 0.0,
+                delay_min_us: self.delay_us,
+                delay_max_us: self.delay_us,
+            },
+            disk: DiskConfig::steady(),
+            drift_bound: 0.0,
+            config,
+            clients: self.clients,
+            keys: 2,
+            fault_phase_us: 0,
+            fault_gap_us: u64::MAX / 4,
+            client_timeout_us: 50_000,
+        };
+        let spec = RunSpec {
+            seed: self.seed,
+            faults: Faults::none(),
+            mutation: None,
+            trace_lines: 200,
+            verbose: false,
+        };
+        let mut w = World::with_options(spec, opts, &mut rng);
+        w.random_faults = false;
+        w
+    }
+}
+
+/// What scenario tests drive and observe.
+impl World {
+    /// Runs for `us` of simulated time.
+    pub fn run_for(&mut self, us: u64) -> Result<(), Failure> {
+        let until = self.now + us;
+        self.run_until(until)
+    }
+
+    /// Runs until `cond` holds (checked every tick), failing after `within_us`.
+    pub fn run_until_cond(
+        &mut self,
+        within_us: u64,
+        what: &str,
+        mut cond: impl FnMut(&World) -> bool,
+    ) -> Result<(), Failure> {
+        let deadline = self.now + within_us;
+        while !cond(self) {
+            if self.now >= deadline {
+                return Err(self.fail(format!("not within {within_us} us: {what}")));
+            }
+            let to = (self.now + TICK_US).min(deadline);
+            self.run_until(to)?;
+        }
+        Ok(())
+    }
+
+    /// The replica that leads with the highest ballot, if any leads.
+    pub fn current_leader(&self) -> Option<u64> {
+        self.leader()
+    }
+
+    /// Replica `id`'s core, if it is running.
+    pub fn replica(&self, id: u64) -> Option<&Replica> {
+        self.nodes.get(&id).and_then(|n| n.replica.as_ref())
+    }
+
+    /// Replica `id`'s applied slot as its host sees it.
+    pub fn applied(&self, id: u64) -> Slot {
+        self.nodes.get(&id).map_or(0, |n| n.applied)
+    }
+
+    /// Checkpoints replica `id` installed from peers.
+    pub fn installs(&self, id: u64) -> u64 {
+        self.nodes.get(&id).map_or(0, |n| n.installs)
+    }
+
+    /// Replica `id`'s key-value store.
+    pub fn store(&self, id: u64) -> Option<&KvStore> {
+        self.nodes.get(&id).map(|n| &n.kv)
+    }
+
+    /// The highest slot any replica committed.
+    pub fn max_chosen(&self) -> Slot {
+        self.checker.max_chosen()
+    }
+
+    /// The membership of the latest chosen membership decree.
+    pub fn chosen_membership(&self) -> keel_core::Membership {
+        self.checker.latest_membership().clone()
+    }
+
+    /// Client operations answered so far.
+    pub fn ops_completed(&self) -> u64 {
+        self.history
+            .iter()
+            .filter(|o| o.return_us.is_some())
+            .count() as u64
+    }
+
+    /// Crashes replica `id` (unsynced writes lost).
+    pub fn crash_node(&mut self, id: u64) {
+        self.log(|| format!("scenario: crash r{id}"));
+        self.crash(id);
+    }
+
+    /// Restarts replica `id` from its durable state.
+    pub fn restart_node(&mut self, id: u64) -> Result<(), Failure> {
+        self.log(|| format!("scenario: restart r{id}"));
+        self.restart(id)
+    }
+
+    /// Starts spare replica `id` (fresh, not yet a member).
+    pub fn start_spare_node(&mut self, id: u64) {
+        self.start_spare(id);
+    }
+
+    /// Cuts `side` off from every other started replica, both ways.
+    pub fn partition_off(&mut self, side: &[u64]) {
+        let started: Vec<u64> = self
+            .nodes
+            .values()
+            .filter(|n| n.started)
+            .map(|n| n.id.0)
+            .collect();
+        self.log(|| format!("scenario: partition {side:?}"));
+        self.net.partition(side, &started);
+    }
+
+    /// Removes every partition.
+    pub fn heal_network(&mut self) {
+        let now = self.now;
+        self.log(|| "scenario: heal network".to_string());
+        self.net.heal(&mut self.rng, now);
+    }
+
+    /// Feeds an event to replica `id` (a membership change, a transfer, ...).
+    pub fn inject(&mut self, id: u64, event: Event) -> Result<(), Failure> {
+        self.step(id, event)
+    }
+
+    /// A fresh proposal id for an injected membership change.
+    pub fn proposal_id(&mut self) -> ProposalId {
+        let p = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        p
+    }
+
+    /// Checks the clients' history for linearizability.
+    pub fn check_history(&mut self) -> Result<(), Failure> {
+        self.final_checks()
+    }
+
+    /// Renders the kept trace (for a failing scenario's message).
+    pub fn trace_text(&self) -> String {
+        self.trace.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }
 

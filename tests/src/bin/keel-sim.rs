@@ -46,6 +46,10 @@ struct Args {
     /// With a range: stop at the first failure.
     #[arg(long)]
     stop_on_failure: bool,
+    /// With a range and --mutation: succeed only if some seed fails (the bug is caught), and
+    /// name the first seed that caught it. Implies --stop-on-failure and --no-shrink.
+    #[arg(long)]
+    expect_caught: bool,
 }
 
 fn parse_range(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -99,7 +103,11 @@ fn report_failure(r: &RunResult, trace_lines: usize, shrink: bool) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.expect_caught {
+        args.stop_on_failure = true;
+        args.no_shrink = true;
+    }
     let faults = Faults::parse(&args.faults).map_err(anyhow::Error::msg)?;
     let mutation = parse_mutation(args.mutation.as_deref())?;
     runner::quiet_panics();
@@ -184,12 +192,9 @@ fn main() -> anyhow::Result<()> {
         let mut last = Instant::now();
         loop {
             std::thread::sleep(std::time::Duration::from_millis(100));
-            let done = next.load(Ordering::Relaxed).min(b) - a;
             let nfail = failed.lock().map(|f| f.len()).unwrap_or(0);
             let finished = passed.load(Ordering::Relaxed) + nfail as u64;
-            if finished >= total
-                || stop.load(Ordering::Relaxed) && finished >= done.saturating_sub(jobs as u64)
-            {
+            if finished >= total || stop.load(Ordering::Relaxed) {
                 break;
             }
             if last.elapsed().as_secs() >= 5 {
@@ -214,6 +219,23 @@ fn main() -> anyhow::Result<()> {
     }
     let p = passed.load(Ordering::Relaxed);
     eprintln!("elapsed {:.1}s", start.elapsed().as_secs_f64());
+    if args.expect_caught {
+        let name = args.mutation.as_deref().unwrap_or("(no mutation)");
+        match failed.first() {
+            Some(r) => {
+                println!(
+                    "caught: {name} by seed {} ({p} seeds passed before it)",
+                    r.spec.seed
+                );
+                return Ok(());
+            }
+            None => {
+                println!("NOT caught: {name} survived seeds {a}..{b}");
+                println!("{p} passed, 0 failed");
+                std::process::exit(1);
+            }
+        }
+    }
     println!("{p} passed, {} failed", failed.len());
     if !failed.is_empty() {
         std::process::exit(1);
