@@ -116,14 +116,21 @@ struct Expect {
 impl Model {
     fn expect(&self) -> Expect {
         Expect {
-            head: self.positions.get(self.released).copied().unwrap_or(self.tail),
+            head: self
+                .positions
+                .get(self.released)
+                .copied()
+                .unwrap_or(self.tail),
             live: self.released..self.payloads.len(),
         }
     }
 }
 
-/// Recovers `image` and returns the head and the payloads, or the error.
-pub fn recover_image(image: Vec<u8>) -> Result<(Log<SimRegion>, Recovered, Vec<Vec<u8>>), LogError> {
+/// A recovered image: the log, what recovery reported, and every live payload in order.
+pub type RecoveredImage = (Log<SimRegion>, Recovered, Vec<Vec<u8>>);
+
+/// Recovers `image` and returns the log, the recovery report and the payloads, or the error.
+pub fn recover_image(image: Vec<u8>) -> Result<RecoveredImage, LogError> {
     let (log, rec) = Log::open(SimRegion::from_image(image))?;
     let payloads = log
         .iter()
@@ -275,14 +282,28 @@ pub struct Structure {
 /// Lists every structure of `image` that a flip must be detected in: global and region
 /// metadata, selector, live metadata copy, and every live record (header, payload, padding).
 /// Also returns the non-live metadata bytes (where flips must be harmless).
-pub fn live_structures(image: &[u8]) -> Result<(Vec<Structure>, Vec<std::ops::Range<u64>>), LogError> {
+pub fn live_structures(
+    image: &[u8],
+) -> Result<(Vec<Structure>, Vec<std::ops::Range<u64>>), LogError> {
     let region = SimRegion::from_image(image.to_vec());
     let mut records = Vec::new();
     let (rec, active) = crate::log::scan_region(&region, |r| records.push((r.pos, r.next)))?;
     let mut out = vec![
-        Structure { offset: GLOBAL_OFF, len: 64, location: Location::GlobalMetadata },
-        Structure { offset: REGION_OFF, len: 64, location: Location::RegionMetadata },
-        Structure { offset: SELECTOR_OFF, len: 8, location: Location::Selector },
+        Structure {
+            offset: GLOBAL_OFF,
+            len: 64,
+            location: Location::GlobalMetadata,
+        },
+        Structure {
+            offset: REGION_OFF,
+            len: 64,
+            location: Location::RegionMetadata,
+        },
+        Structure {
+            offset: SELECTOR_OFF,
+            len: 8,
+            location: Location::Selector,
+        },
         Structure {
             offset: LOG_META_OFF[active],
             len: 32,
@@ -313,7 +334,11 @@ fn same_location(expected: Location, got: Location) -> bool {
 /// structure must be reported as corruption of that structure; a flip in non-live metadata
 /// bytes must leave the recovered log unchanged. Every single-bit flip is tried; for each
 /// structure `multi_per_structure` random sets of 2 to 8 flips inside it are sampled.
-pub fn check_bit_flips(image: &[u8], multi_per_structure: usize, seed: u64) -> Result<FlipReport, String> {
+pub fn check_bit_flips(
+    image: &[u8],
+    multi_per_structure: usize,
+    seed: u64,
+) -> Result<FlipReport, String> {
     let (_, clean_rec, clean) =
         recover_image(image.to_vec()).map_err(|e| format!("clean image does not recover: {e}"))?;
     let (structures, harmless) = live_structures(image).map_err(|e| e.to_string())?;
@@ -330,7 +355,9 @@ pub fn check_bit_flips(image: &[u8], multi_per_structure: usize, seed: u64) -> R
     };
     let expect_detected = |img: Vec<u8>, s: &Structure, what: &str| -> Result<(), String> {
         match recover_image(img) {
-            Err(LogError::Corrupt { location, .. }) if same_location(s.location, location) => Ok(()),
+            Err(LogError::Corrupt { location, .. }) if same_location(s.location, location) => {
+                Ok(())
+            }
             Err(e) => Err(format!("{what} in {:?}: wrong error {e}", s.location)),
             Ok((_, _, got)) => Err(format!(
                 "{what} in {:?} went undetected ({} records recovered)",

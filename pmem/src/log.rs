@@ -155,7 +155,14 @@ impl<R: Region> Log<R> {
         Self::open(region)
     }
 
-    fn assemble(region: R, log_id: u64, capacity: u64, active: usize, head: u64, tail: u64) -> Self {
+    fn assemble(
+        region: R,
+        log_id: u64,
+        capacity: u64,
+        active: usize,
+        head: u64,
+        tail: u64,
+    ) -> Self {
         Log {
             region,
             log_id,
@@ -295,7 +302,11 @@ impl<R: Region> Log<R> {
         }
         let target = g.staged_tail;
         let g = self.run_commit(g, pos, target)?;
-        assert!(g.head >= pos, "head {} below requested {pos} after commit", g.head);
+        assert!(
+            g.head >= pos,
+            "head {} below requested {pos} after commit",
+            g.head
+        );
         Ok(())
     }
 
@@ -389,7 +400,10 @@ impl<R: Region> Log<R> {
         res?;
         g.staged_tail = pos;
         g.stats.records_appended += payloads.len() as u64;
-        assert!(g.staged_tail - g.head <= self.capacity, "staged beyond capacity");
+        assert!(
+            g.staged_tail - g.head <= self.capacity,
+            "staged beyond capacity"
+        );
         Ok((start, pos))
     }
 
@@ -427,7 +441,10 @@ impl<R: Region> Log<R> {
         tail: u64,
     ) -> Result<MutexGuard<'a, Inner>, LogError> {
         assert!(!g.committing, "two commits at once");
-        assert!(head >= g.head && tail >= g.tail && head <= tail, "commit moves backwards");
+        assert!(
+            head >= g.head && tail >= g.tail && head <= tail,
+            "commit moves backwards"
+        );
         assert!(tail <= g.staged_tail, "commit past the staged tail");
         g.committing = true;
         let (old_tail, next) = (g.tail, g.active ^ 1);
@@ -453,8 +470,10 @@ impl<R: Region> Log<R> {
             self.flush_circ(old_tail, tail - old_tail)?;
         }
         let meta = LogMeta::new(head, tail, self.log_id);
-        self.region.write(LOG_META_OFF[next], bytemuck::bytes_of(&meta))?;
-        self.region.flush(LOG_META_OFF[next], size_of::<LogMeta>() as u64)?;
+        self.region
+            .write(LOG_META_OFF[next], bytemuck::bytes_of(&meta))?;
+        self.region
+            .flush(LOG_META_OFF[next], size_of::<LogMeta>() as u64)?;
         self.region.fence()?;
         // The commit point: one aligned 8-byte store.
         self.region
@@ -677,7 +696,10 @@ pub fn scan_region<R: Region + ?Sized>(
         return Err(corrupt(
             Location::GlobalMetadata,
             goff,
-            format!("metadata says {} bytes, region has {region_len}", g.region_len),
+            format!(
+                "metadata says {} bytes, region has {region_len}",
+                g.region_len
+            ),
         ));
     }
     let roff = crate::layout::REGION_OFF;
@@ -686,7 +708,7 @@ pub fn scan_region<R: Region + ?Sized>(
         return Err(corrupt(Location::RegionMetadata, roff, "checksum mismatch"));
     }
     let cap_ok = r.capacity >= MIN_CAPACITY
-        && r.capacity % 8 == 0
+        && r.capacity.is_multiple_of(8)
         && r.capacity <= g.region_len.saturating_sub(LOG_AREA_OFF);
     if r.log_area_off != LOG_AREA_OFF || !cap_ok {
         return Err(corrupt(
@@ -722,7 +744,11 @@ pub fn scan_region<R: Region + ?Sized>(
             format!("log id {} != region's {}", m.log_id, r.log_id),
         ));
     }
-    if m.head > m.tail || m.tail - m.head > r.capacity || m.head % 8 != 0 || m.tail % 8 != 0 {
+    if m.head > m.tail
+        || m.tail - m.head > r.capacity
+        || !m.head.is_multiple_of(8)
+        || !m.tail.is_multiple_of(8)
+    {
         return Err(corrupt(
             loc,
             moff,
@@ -733,7 +759,10 @@ pub fn scan_region<R: Region + ?Sized>(
     let mut records = 0u64;
     while pos < m.tail {
         let rec = read_record(region, r.capacity, pos, (m.head, m.tail), true)?;
-        assert!(rec.next > pos && rec.next <= m.tail, "record walk must advance within tail");
+        assert!(
+            rec.next > pos && rec.next <= m.tail,
+            "record walk must advance within tail"
+        );
         each(&rec);
         pos = rec.next;
         records += 1;

@@ -142,7 +142,10 @@ impl SimRegion {
 
     /// Flips bit `bit` (0..8) of byte `offset` in both images, as media corruption would.
     pub fn flip_bit(&self, offset: u64, bit: u8) {
-        assert!(offset < self.len && bit < 8, "flip outside region: {offset}/{bit}");
+        assert!(
+            offset < self.len && bit < 8,
+            "flip outside region: {offset}/{bit}"
+        );
         let mut s = self.lock();
         s.current[offset as usize] ^= 1 << bit;
         s.durable[offset as usize] ^= 1 << bit;

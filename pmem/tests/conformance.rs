@@ -1,5 +1,6 @@
 //! The conformance suite against every backend that runs on this machine. `dax` runs here with
 //! the msync fallback (its MAP_SYNC path runs in the VM: `tests/vm_dax.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 
@@ -40,7 +41,9 @@ mod sim {
 mod file {
     use super::*;
     fn fixture() -> Result<crate::common::Opener, String> {
-        Ok(tempfile_opener(|p, len| Ok(Box::new(FileRegion::open(p, len)?))))
+        Ok(tempfile_opener(|p, len| {
+            Ok(Box::new(FileRegion::open(p, len)?))
+        }))
     }
     crate::conformance_suite!(fixture());
 }
@@ -65,8 +68,13 @@ mod uring {
             return Err(reason);
         }
         // Small staging buffers so the tests also cover the buffer-full path.
-        let opts = UringOptions { staging_bytes: 8192, ring_entries: 8 };
-        Ok(tempfile_opener(move |p, len| Ok(Box::new(UringRegion::open(p, len, opts)?))))
+        let opts = UringOptions {
+            staging_bytes: 8192,
+            ring_entries: 8,
+        };
+        Ok(tempfile_opener(move |p, len| {
+            Ok(Box::new(UringRegion::open(p, len, opts)?))
+        }))
     }
     crate::conformance_suite!(fixture());
 }
@@ -74,8 +82,13 @@ mod uring {
 mod dax_msync_fallback {
     use super::*;
     fn fixture() -> Result<crate::common::Opener, String> {
-        let opts = DaxOptions { msync_fallback: true, ..DaxOptions::default() };
-        Ok(tempfile_opener(move |p, len| Ok(Box::new(DaxRegion::open(p, len, opts)?))))
+        let opts = DaxOptions {
+            msync_fallback: true,
+            ..DaxOptions::default()
+        };
+        Ok(tempfile_opener(move |p, len| {
+            Ok(Box::new(DaxRegion::open(p, len, opts)?))
+        }))
     }
     crate::conformance_suite!(fixture());
 }
@@ -83,18 +96,30 @@ mod dax_msync_fallback {
 #[test]
 fn dax_on_a_non_dax_file_system_fails_with_map_sync_refused() {
     // tmpfs (/dev/shm) and ext4 without -o dax both refuse MAP_SYNC.
-    let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
     let dir = tempfile::tempdir_in(base).unwrap();
     let path = dir.path().join("region");
     match DaxRegion::open(&path, 1 << 16, DaxOptions::default()) {
         Err(RegionError::MapSyncRefused { path: p, source }) => {
             assert_eq!(p, path);
-            assert!(matches!(source.raw_os_error(), Some(libc_eopnotsupp) if libc_eopnotsupp == 95 || libc_eopnotsupp == 22));
+            assert!(
+                matches!(source.raw_os_error(), Some(libc_eopnotsupp) if libc_eopnotsupp == 95 || libc_eopnotsupp == 22)
+            );
             let msg = RegionError::MapSyncRefused { path: p, source }.to_string();
-            assert!(msg.contains("MAP_SYNC") && msg.contains("msync fallback"), "{msg}");
+            assert!(
+                msg.contains("MAP_SYNC") && msg.contains("msync fallback"),
+                "{msg}"
+            );
         }
         Err(e) => panic!("expected MapSyncRefused, got {e}"),
-        Ok(r) => eprintln!("skipped: {base} accepted MAP_SYNC (a DAX mount?): {:?}", r.mode()),
+        Ok(r) => eprintln!(
+            "skipped: {base} accepted MAP_SYNC (a DAX mount?): {:?}",
+            r.mode()
+        ),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The crash checker over the `sim` region: exhaustive crash states for short traces, sampled
 //! ones for long traces, and bit flips. Prints how many states it covered.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use keel_pmem::check::{CheckConfig, CheckReport, Op, SplitMix, check_bit_flips, check_trace};
 use keel_pmem::{Log, SimRegion};
@@ -22,9 +23,22 @@ fn p(n: usize, tag: u8) -> Vec<u8> {
 fn crash_states_of_short_traces_are_all_before_or_after_the_op_exhaustively() {
     let traces: Vec<Vec<Op>> = vec![
         vec![Op::Append(p(5, 1))],
-        vec![Op::Append(p(0, 0)), Op::Append(p(8, 2)), Op::Append(p(13, 3))],
-        vec![Op::Batch(vec![p(3, 4), p(9, 5)]), Op::Release(1), Op::Append(p(7, 6))],
-        vec![Op::Append(p(16, 7)), Op::Release(1), Op::Release(0), Op::Append(p(1, 8))],
+        vec![
+            Op::Append(p(0, 0)),
+            Op::Append(p(8, 2)),
+            Op::Append(p(13, 3)),
+        ],
+        vec![
+            Op::Batch(vec![p(3, 4), p(9, 5)]),
+            Op::Release(1),
+            Op::Append(p(7, 6)),
+        ],
+        vec![
+            Op::Append(p(16, 7)),
+            Op::Release(1),
+            Op::Release(0),
+            Op::Append(p(1, 8)),
+        ],
         // Wrap around a 128-byte log area with releases in between.
         (0..12)
             .flat_map(|i| [Op::Append(p(20 + i, i as u8)), Op::Release(1)])
@@ -84,7 +98,10 @@ fn crash_states_of_long_random_traces_are_sampled_and_hold_the_prefix() {
         16 + 2,
         total.states
     );
-    assert!(total.sampled_points > 0, "long traces should have sampled crash points");
+    assert!(
+        total.sampled_points > 0,
+        "long traces should have sampled crash points"
+    );
 }
 
 fn built_image(wrap: bool) -> Vec<u8> {
@@ -97,7 +114,8 @@ fn built_image(wrap: bool) -> Vec<u8> {
             }
         }
     }
-    log.append_batch(&[&p(5, 100), &p(0, 0), &p(17, 200)]).unwrap();
+    log.append_batch(&[&p(5, 100), &p(0, 0), &p(17, 200)])
+        .unwrap();
     log.append(&p(11, 50)).unwrap();
     log.region().durable_image()
 }
@@ -112,5 +130,7 @@ fn every_single_bit_flip_in_metadata_and_records_is_detected_or_harmless() {
         single += r.single;
         multi += r.multi;
     }
-    println!("bit flips: {single} single-bit flips (exhaustive), {multi} multi-bit flip sets (sampled)");
+    println!(
+        "bit flips: {single} single-bit flips (exhaustive), {multi} multi-bit flip sets (sampled)"
+    );
 }

@@ -1,6 +1,7 @@
 //! The conformance suite on a real DAX file system with `MAP_SYNC` (no fallback), once per
 //! write-back method. Runs inside the soft-RoCE/NVDIMM VM (`tests/vm/run`), where
 //! `KEEL_DAX_DIR` is an ext4 `-o dax` mount; elsewhere every test prints why it is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 
@@ -16,7 +17,10 @@ fn dax_fixture(flush: DaxFlush) -> Result<common::Opener, String> {
     }
     let dir = tempfile::tempdir_in(dir).map_err(|e| format!("cannot use KEEL_DAX_DIR: {e}"))?;
     let path = dir.path().join("region");
-    let opts = DaxOptions { msync_fallback: false, flush };
+    let opts = DaxOptions {
+        msync_fallback: false,
+        flush,
+    };
     Ok(Box::new(move |len| {
         let _keep = &dir;
         let r = DaxRegion::open(&path, len, opts)?;

@@ -1,6 +1,7 @@
 //! The conformance suite every backend passes. `conformance_suite!(name, || fixture)` expands
 //! to one `#[test]` per case; a fixture that cannot run here returns `Err(reason)` and the
 //! tests print `skipped: <reason>` and pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -12,7 +13,9 @@ pub type Opener = Box<dyn FnMut(u64) -> Result<Box<dyn Region>, RegionError>>;
 
 pub fn payload(i: u64) -> Vec<u8> {
     let len = (i * 37 % 300) as usize;
-    (0..len).map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8)).collect()
+    (0..len)
+        .map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8))
+        .collect()
 }
 
 fn collect<R: Region>(log: &Log<R>) -> Vec<Vec<u8>> {
@@ -25,14 +28,20 @@ pub fn region_contract(mut open: Opener) {
     r.write(100, b"hello region").unwrap();
     let mut buf = [0u8; 12];
     r.read(100, &mut buf).unwrap();
-    assert_eq!(&buf, b"hello region", "write must be visible to read at once");
+    assert_eq!(
+        &buf, b"hello region",
+        "write must be visible to read at once"
+    );
     r.flush(100, 12).unwrap();
     r.fence().unwrap();
     assert!(matches!(
         r.write(r.len() - 4, &[0; 8]),
         Err(RegionError::OutOfBounds { .. })
     ));
-    assert!(matches!(r.read(u64::MAX - 2, &mut buf), Err(RegionError::OutOfBounds { .. })));
+    assert!(matches!(
+        r.read(u64::MAX - 2, &mut buf),
+        Err(RegionError::OutOfBounds { .. })
+    ));
     // Concurrent writes to disjoint ranges.
     let r: Arc<dyn Region> = Arc::from(r);
     std::thread::scope(|s| {
@@ -40,7 +49,8 @@ pub fn region_contract(mut open: Opener) {
             let r = Arc::clone(&r);
             s.spawn(move || {
                 for i in 0..16u64 {
-                    r.write(1024 + (t * 16 + i) * 64, &[t as u8 + 1; 64]).unwrap();
+                    r.write(1024 + (t * 16 + i) * 64, &[t as u8 + 1; 64])
+                        .unwrap();
                 }
             });
         }
@@ -69,7 +79,10 @@ pub fn append_read_iter_and_reopen(mut open: Opener) {
     let batch: Vec<Vec<u8>> = (40..50).map(payload).collect();
     let refs: Vec<&[u8]> = batch.iter().map(|v| v.as_slice()).collect();
     positions.extend(log.append_batch(&refs).unwrap());
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions increase");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions increase"
+    );
     for (i, &pos) in positions.iter().enumerate() {
         assert_eq!(log.read(pos).unwrap().payload, payload(i as u64));
     }
@@ -78,9 +91,15 @@ pub fn append_read_iter_and_reopen(mut open: Opener) {
     let tail = log.tail();
     drop(log);
     let (log, rec) = Log::open(open(0).unwrap()).unwrap();
-    assert_eq!((rec.head, rec.tail, rec.records, rec.log_id), (0, tail, 50, 42));
+    assert_eq!(
+        (rec.head, rec.tail, rec.records, rec.log_id),
+        (0, tail, 50, 42)
+    );
     assert_eq!(collect(&log), all);
-    assert!(matches!(log.read(positions[3] + 8), Err(LogError::BadPosition { .. })));
+    assert!(matches!(
+        log.read(positions[3] + 8),
+        Err(LogError::BadPosition { .. })
+    ));
     assert!(matches!(log.read(tail), Err(LogError::BadPosition { .. })));
 }
 
@@ -113,7 +132,11 @@ pub fn full_log_errors_and_released_space_is_reused(mut open: Opener) {
                 live.push_back((pos, p));
                 next += 1;
             }
-            Err(LogError::Full { needed_bytes, free_bytes, capacity_bytes }) => {
+            Err(LogError::Full {
+                needed_bytes,
+                free_bytes,
+                capacity_bytes,
+            }) => {
                 assert!(needed_bytes > free_bytes && capacity_bytes == 1024);
                 fulls += 1;
                 // Release the oldest half.
@@ -128,7 +151,10 @@ pub fn full_log_errors_and_released_space_is_reused(mut open: Opener) {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(fulls >= 5, "the test must fill the log repeatedly ({fulls})");
+    assert!(
+        fulls >= 5,
+        "the test must fill the log repeatedly ({fulls})"
+    );
     assert!(log.tail() > 4 * 1024, "the log must wrap several times");
     let expect: Vec<Vec<u8>> = live.iter().map(|(_, p)| p.clone()).collect();
     assert_eq!(collect(&log), expect);
@@ -145,8 +171,14 @@ pub fn advance_head_checks_its_position(mut open: Opener) {
     let log = Log::create(open(1 << 14).unwrap(), 3).unwrap();
     let a = log.append(b"aaaaaaaaaaaaaaaaaaaa").unwrap();
     let b = log.append(b"bb").unwrap();
-    assert!(matches!(log.advance_head(a + 8), Err(LogError::BadPosition { .. })));
-    assert!(matches!(log.advance_head(log.tail() + 8), Err(LogError::BadPosition { .. })));
+    assert!(matches!(
+        log.advance_head(a + 8),
+        Err(LogError::BadPosition { .. })
+    ));
+    assert!(matches!(
+        log.advance_head(log.tail() + 8),
+        Err(LogError::BadPosition { .. })
+    ));
     log.advance_head(b).unwrap();
     assert!(matches!(log.read(a), Err(LogError::BadPosition { .. })));
     log.advance_head(a).unwrap(); // already released: no-op
@@ -210,7 +242,9 @@ pub fn damaged_record_is_reported_where(mut open: Opener) {
     region.fence().unwrap();
     drop(region);
     match Log::open(open(0).unwrap()) {
-        Err(LogError::Corrupt { location, offset, .. }) => {
+        Err(LogError::Corrupt {
+            location, offset, ..
+        }) => {
             assert_eq!(location, Location::RecordPayload { pos: second });
             assert_eq!(offset, keel_pmem::layout::LOG_AREA_OFF + second);
         }
