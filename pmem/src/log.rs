@@ -371,6 +371,9 @@ impl<R: Region> Log<R> {
             });
         }
         let start = g.staged_tail;
+        if start.checked_add(total).is_none() {
+            return Err(LogError::PositionsExhausted { tail: start });
+        }
         let mut buf = std::mem::take(&mut g.scratch);
         buf.clear();
         let mut pos = start;
