@@ -1,4 +1,5 @@
 //! Tests of the `keel log verify` / `keel log dump` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::path::Path;
 use std::process::{Command, Output};
