@@ -39,6 +39,8 @@ fn crash_states_of_short_traces_are_all_before_or_after_the_op_exhaustively() {
             Op::Release(0),
             Op::Append(p(1, 8)),
         ],
+        // The largest exhaustive point: 11 pending words (2^11 subsets).
+        vec![Op::Batch(vec![p(24, 9), p(24, 10)])],
         // Wrap around a 128-byte log area with releases in between.
         (0..12)
             .flat_map(|i| [Op::Append(p(20 + i, i as u8)), Op::Release(1)])
@@ -67,7 +69,7 @@ fn crash_states_of_long_random_traces_are_sampled_and_hold_the_prefix() {
     let ops_n: usize = std::env::var("KEEL_CRASH_OPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(120);
     let mut rng = SplitMix::new(seed);
     let mut total = CheckReport::default();
     for t in 0..3u64 {
@@ -84,8 +86,8 @@ fn crash_states_of_long_random_traces_are_sampled_and_hold_the_prefix() {
             .collect();
         let mut c = cfg(4096 + 512, seed ^ t);
         c.append_after_recovery = false;
-        c.exhaustive_max_words = 6;
-        c.samples_per_point = 16;
+        c.exhaustive_max_words = 8;
+        c.samples_per_point = 32;
         let r = check_trace(&ops, &c).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         total.add(&r);
     }
@@ -95,7 +97,7 @@ fn crash_states_of_long_random_traces_are_sampled_and_hold_the_prefix() {
         total.crash_points,
         total.exhaustive_points,
         total.sampled_points,
-        16 + 2,
+        32 + 2,
         total.states
     );
     assert!(
