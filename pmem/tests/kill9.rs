@@ -137,7 +137,10 @@ fn run_backend(backend: &str, iters: u32, seed: u64) -> anyhow::Result<Summary> 
         std::thread::sleep(Duration::from_micros(rng.random_range(0..200_000)));
         child.kill()?; // SIGKILL
         let status = child.wait()?;
-        anyhow::ensure!(!status.success(), "child exited by itself: {status}");
+        anyhow::ensure!(
+            std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+            "run {run}: the child ended by itself ({status}), not by SIGKILL"
+        );
         let lines = reader.join().expect("reader");
         summary.kills += 1;
         // What the child was told is durable.
