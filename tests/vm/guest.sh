@@ -37,6 +37,7 @@ setup_rdma() {
     ip link set eth0 up || return 1
     ip addr add "$GIP/24" dev eth0 || return 1
     rdma link add rxe0 type rxe netdev eth0 || return 1
+    say "rxe0 added"
     local i
     for i in $(seq 1 100); do
         ibv_devinfo -d rxe0 2>/dev/null | grep -q PORT_ACTIVE && break
@@ -97,11 +98,11 @@ setup_pmem() {
 # ---- the smoke test: proves the device and the DAX mount work, before any Keel test runs
 smoke() {
     local ok=0 s c
-    say "smoke: one-sided RDMA WRITE between two processes (ib_write_lat server + client, 64 B x 1000)"
-    timeout 60 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 1000 -p 18515 >/tmp/lat-server.log 2>&1 &
+    say "smoke: one-sided RDMA WRITE between two processes (ib_write_lat server + client, 64 B x 500)"
+    timeout 120 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 500 -p 18515 >/tmp/lat-server.log 2>&1 &
     s=$!
     wait_listen 18515 || say "smoke: ib_write_lat server did not listen"
-    timeout 60 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 1000 -p 18515 "$GIP" >/tmp/lat-client.log 2>&1
+    timeout 120 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 500 -p 18515 "$GIP" >/tmp/lat-client.log 2>&1
     c=$?
     wait $s
     s=$?
