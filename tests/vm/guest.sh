@@ -171,6 +171,7 @@ run_tests() {
         rc=$?
         secs=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{printf "%.1f", b-a}')
         [ $rc = 124 ] && say "test binary $name timed out after ${KEEL_VM_TEST_TIMEOUT}s"
+        [ $rc = 0 ] || tests_failed=1
         printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >>"$R/tests"
         say "--- $name: exit $rc in ${secs}s"
         # the next binary starts on an empty DAX mount
@@ -221,7 +222,11 @@ else
     if [ $rc = 0 ]; then
         step=$KEEL_VM_MODE
         case $KEEL_VM_MODE in
-            tests) run_tests ;;
+            tests)
+                tests_failed=0
+                run_tests
+                rc=$tests_failed
+                ;;
             cmd)
                 test_env
                 (cd "$KEEL_VM_CWD" && bash "$RUN/cmd.sh") </dev/null
