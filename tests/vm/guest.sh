@@ -15,9 +15,18 @@ RUN=$(cd "$(dirname "$0")" && pwd)
 export PATH=/usr/sbin:/usr/bin:$RUN/bin
 export HOME=/root TMPDIR=/tmp
 [ -d "$RUN/lib" ] && export LD_LIBRARY_PATH=$RUN/lib
-R=$RUN/results
+# this guest's address (rxe traffic to it loops back inside the guest), and with --pair its role
+# (a or b) and the other VM's address
+GIP=192.0.2.1 ROLE="" PEER=""
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        keel_ip=*) GIP=${arg#keel_ip=} ;;
+        keel_peer=*) PEER=${arg#keel_peer=} ;;
+        keel_role=*) ROLE=${arg#keel_role=} ;;
+    esac
+done
+R=$RUN/results${ROLE:+-$ROLE}
 mkdir -p "$R"
-GIP=192.0.2.1 # the guest's own address on its isolated NIC; rxe traffic to it loops back in the guest
 say() { echo "keel-vm [$(cut -d' ' -f1 /proc/uptime)s] $*"; }
 fact() { echo "$*" >>"$R/facts"; }
 
@@ -37,6 +46,7 @@ setup_rdma() {
     ip link set eth0 up || return 1
     ip addr add "$GIP/24" dev eth0 || return 1
     rdma link add rxe0 type rxe netdev eth0 || return 1
+    say "rxe0 added"
     local i
     for i in $(seq 1 100); do
         ibv_devinfo -d rxe0 2>/dev/null | grep -q PORT_ACTIVE && break
@@ -94,14 +104,42 @@ setup_pmem() {
     fi
 }
 
+# ---- --pair: one-sided RDMA WRITE from VM B to VM A over the socket network (A serves)
+cross_vm() {
+    local rc i
+    if [ "$ROLE" = a ]; then
+        say "smoke: ib_write_lat server for VM B ($PEER), 64 B x 500"
+        timeout 180 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 500 -p 18520 >/tmp/x-server.log 2>&1
+        rc=$?
+        [ $rc = 0 ] || cat /tmp/x-server.log
+    else
+        say "smoke: ib_write_lat client to VM A ($PEER), 64 B x 500"
+        rc=1
+        for i in $(seq 1 90); do # until A's server listens (A may boot later)
+            timeout 120 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 500 -p 18520 "$PEER" >/tmp/x-client.log 2>&1 && {
+                rc=0
+                break
+            }
+            grep -q -i "couldn't connect\|unable to connect\|connection refused" /tmp/x-client.log || break
+            sleep 1
+        done
+        if [ $rc = 0 ]; then
+            grep -A1 't_min' /tmp/x-client.log
+            fact "ib_write_lat_64B_usec_cross_vm $(awk '/^ *64 /{print "min=" $3 " typical=" $5 " avg=" $6 " p99=" $8}' /tmp/x-client.log)"
+        else cat /tmp/x-client.log; fi
+    fi
+    [ $rc = 0 ] || say "smoke: FAILED: ib_write_lat between the two VMs"
+    return $rc
+}
+
 # ---- the smoke test: proves the device and the DAX mount work, before any Keel test runs
 smoke() {
     local ok=0 s c
-    say "smoke: one-sided RDMA WRITE between two processes (ib_write_lat server + client, 64 B x 1000)"
-    timeout 60 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 1000 -p 18515 >/tmp/lat-server.log 2>&1 &
+    say "smoke: one-sided RDMA WRITE between two processes (ib_write_lat server + client, 64 B x 500)"
+    timeout 120 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 500 -p 18515 >/tmp/lat-server.log 2>&1 &
     s=$!
     wait_listen 18515 || say "smoke: ib_write_lat server did not listen"
-    timeout 60 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 1000 -p 18515 "$GIP" >/tmp/lat-client.log 2>&1
+    timeout 120 ib_write_lat -F -d rxe0 -x "$GID_INDEX" -s 64 -n 500 -p 18515 "$GIP" >/tmp/lat-client.log 2>&1
     c=$?
     wait $s
     s=$?
@@ -141,6 +179,8 @@ smoke() {
     esac
     rm -f /mnt/pmem/keel-smoke-mr
 
+    [ -z "$PEER" ] || cross_vm || ok=1
+
     say "smoke: MAP_SYNC on the DAX mount (must work) and on tmpfs (must be refused)"
     mapsync /mnt/pmem/keel-smoke-mapsync || ok=1
     mapsync /tmp/keel-smoke-mapsync
@@ -154,7 +194,8 @@ smoke() {
 
 # env of every test binary and of the developer's command
 test_env() {
-    export KEEL_IN_VM=1 KEEL_RDMA_DEVICE=rxe0 KEEL_DAX_DIR=/mnt/pmem RUST_BACKTRACE=1
+    export KEEL_IN_VM=1 KEEL_RDMA_DEVICE=rxe0 KEEL_DAX_DIR=/mnt/pmem RUST_BACKTRACE=1 KEEL_VM_IP=$GIP
+    if [ -n "$ROLE" ]; then export KEEL_VM_ROLE=$ROLE KEEL_VM_PEER_IP=$PEER; fi
     if [ -n "$KEEL_DEVDAX" ]; then export KEEL_DEVDAX; else unset KEEL_DEVDAX; fi
 }
 
@@ -170,6 +211,7 @@ run_tests() {
         rc=$?
         secs=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{printf "%.1f", b-a}')
         [ $rc = 124 ] && say "test binary $name timed out after ${KEEL_VM_TEST_TIMEOUT}s"
+        [ $rc = 0 ] || tests_failed=1
         printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >>"$R/tests"
         say "--- $name: exit $rc in ${secs}s"
         # the next binary starts on an empty DAX mount
@@ -220,7 +262,11 @@ else
     if [ $rc = 0 ]; then
         step=$KEEL_VM_MODE
         case $KEEL_VM_MODE in
-            tests) run_tests ;;
+            tests)
+                tests_failed=0
+                run_tests
+                rc=$tests_failed
+                ;;
             cmd)
                 test_env
                 (cd "$KEEL_VM_CWD" && bash "$RUN/cmd.sh") </dev/null
