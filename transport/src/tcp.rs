@@ -450,7 +450,8 @@ impl TcpAcceptor {
         self.finish_accept(stream)
     }
 
-    /// Accepts until a peer passes the handshake or `timeout` passes (`Ok(None)`).
+    /// Accepts one connection within `timeout` (`Ok(None)` if none came) and runs the
+    /// handshake; a refused peer is an error, as in [`Self::accept`].
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Option<TcpConnection>, TcpError> {
         let deadline = Instant::now() + timeout;
         self.listener
@@ -460,11 +461,7 @@ impl TcpAcceptor {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).map_err(TcpError::Configure)?;
-                    match self.finish_accept(stream) {
-                        Ok(conn) => break Ok(Some(conn)),
-                        Err(TcpError::Handshake { .. }) => continue,
-                        Err(e) => break Err(e),
-                    }
+                    break self.finish_accept(stream).map(Some);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if Instant::now() >= deadline {
