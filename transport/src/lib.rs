@@ -12,7 +12,7 @@
 //! | [`shm`] | rings in memory shared between processes (`/dev/shm` file or anonymous mapping); the memory-ordering argument and its `loom` model check |
 //! | `rdma` | (feature `rdma`, branch `rdma`) the same ring over RDMA verbs |
 //! | [`tcp`] | framed messages over `TCP_NODELAY` sockets, reconnect with backoff, bounded buffers |
-//! | [`handshake`] | cluster id, member id and protocol version checked before anything else flows |
+//! | [`handshake`](mod@handshake) | cluster id, member id and protocol version checked before anything else flows |
 //! | [`message`] | the [`MessageSender`]/[`MessageReceiver`] traits (TCP and every ring implement them) |
 //! | [`conformance`] | the suite every backend passes (public: the RDMA backend runs it in the VM) |
 //! | [`fuzzing`] | the checks behind the fuzz targets in `transport/fuzz/` |

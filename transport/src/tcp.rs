@@ -2,7 +2,7 @@
 //! reconnect with exponential backoff, and buffers bounded by the largest message.
 //!
 //! # Wire format
-//! After the handshake ([`crate::handshake`]), each message is an 8-byte header, the length
+//! After the handshake ([`crate::handshake`](mod@crate::handshake)), each message is an 8-byte header, the length
 //! (u32, little-endian) then the CRC-32C of the payload (u32, little-endian), followed by the
 //! payload. [`decode_message`] is the decoder of these bytes; it never panics and refuses a
 //! length above the configured maximum before buffering anything.
