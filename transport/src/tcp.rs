@@ -346,11 +346,13 @@ impl TcpConnection {
                 self.end -= self.start;
                 self.start = 0;
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Ok(None);
             }
-            self.set_read_timeout(deadline - now)?;
+            // The socket timeout is the caller's whole timeout, set only when it changes (no
+            // syscall per message); a read that returns part of a message may thus wait up to
+            // one more timeout for the rest.
+            self.set_read_timeout(timeout)?;
             match self.stream.read(&mut self.recv_buf[self.end..]) {
                 Ok(0) => {
                     self.broken = true;
@@ -802,8 +804,7 @@ impl MessageSender for Redialer {
         let deadline = Instant::now() + timeout;
         loop {
             let conn = self.connection(deadline)?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            match conn.send_message(message, left) {
+            match conn.send_message(message, timeout) {
                 Ok(()) => return Ok(()),
                 Err(TcpError::Send(e))
                     if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
