@@ -20,7 +20,7 @@
 //! # Quick start
 //!
 //! A ring in shared memory, written by a leader and read by a follower (here both in one
-//! process; [`shm::ShmRing::create`]/[`shm::ShmRing::open`] put them in two):
+//! process; [`shm::ShmRing::create`] and [`shm::ShmRing::open`] put them in two):
 //!
 //! ```
 //! use keel_transport::ring::{RingConfig, RingReader, RingWriter};

@@ -38,6 +38,7 @@
 //!
 //! The index protocol (these four rules driving [`RingWriter`] and [`RingReader`]) is model
 //! checked with `loom` (`cfg(loom)` tests in `crate::shm`).
+#![forbid(unsafe_code)]
 
 use crate::frame::{self, Expect, FrameError, FrameHeader, FrameKind, HEADER_BYTES, frame_len};
 use std::error::Error as StdError;
@@ -188,8 +189,15 @@ pub enum ReadError {
 /// What stopped a reader for good (kept to report it again on every later poll).
 #[derive(Clone, Debug)]
 enum Failure {
-    Corrupt { position: u64, source: FrameError },
-    TailOutOfRange { tail: u64, head: u64, capacity: usize },
+    Corrupt {
+        position: u64,
+        source: FrameError,
+    },
+    TailOutOfRange {
+        tail: u64,
+        head: u64,
+        capacity: usize,
+    },
 }
 
 impl Failure {

@@ -21,6 +21,7 @@
 //! A send is one `write` syscall (header and payload copied into a reused buffer; payloads
 //! over 64 KiB go as two writes without a copy); a receive reads into a fixed buffer and
 //! hands out a borrowed slice. Nothing is allocated per message.
+#![forbid(unsafe_code)]
 
 use crate::handshake::{HandshakeConfig, HandshakeError, Peer, Role, handshake};
 use crate::message::{MessageReceiver, MessageSender};
