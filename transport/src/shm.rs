@@ -280,7 +280,7 @@ impl ShmRing {
     /// Opens the ring file another process created, as the leader `config` describes, having
     /// dialed member `expected` with connection `epoch`. The creator's hello is judged first;
     /// a refused creator is an error and its ring is not handed out. On success our hello is
-    /// left for the creator's [`ShmRing::accept`].
+    /// left for the creator's [`ShmPending::accept`].
     pub fn open(
         path: &Path,
         config: &HandshakeConfig,
