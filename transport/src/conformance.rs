@@ -10,6 +10,7 @@
 //! control (a full ring refuses and never overwrites; a slow reader in another thread),
 //! entries over the limit refused, corrupt, torn and stale frames reported and never
 //! delivered, writer and reader restarts (ring reconnect), TCP reconnect after the link breaks.
+#![forbid(unsafe_code)]
 
 use crate::frame::{FrameHeader, HEADER_BYTES, frame_len};
 use crate::message::{MessageReceiver, MessageSender};

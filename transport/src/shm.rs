@@ -183,7 +183,8 @@ impl Region {
     }
 }
 
-/// A shared-memory ring before its ends are taken.
+/// A shared-memory ring before its ends are taken (in the follower's process only after the
+/// handshake: see [`ShmRing::create`]).
 #[derive(Debug)]
 pub struct ShmRing {
     region: Arc<Region>,
@@ -223,7 +224,8 @@ impl ShmRing {
 
     /// Creates the ring file at `path` (e.g. under `/dev/shm`), owned by the follower `config`
     /// describes. The file is removed when the creator's last handle is dropped. Another
-    /// process attaches with [`ShmRing::open`]; check who it is with [`ShmRing::accept`].
+    /// process attaches with [`ShmRing::open`]; the creator gets the ring only once that
+    /// process passed the handshake ([`ShmPending::accept`]).
     ///
     /// # Panics
     /// If `capacity` is not a power of two of at least 256 bytes.
@@ -231,7 +233,7 @@ impl ShmRing {
         path: &Path,
         capacity: usize,
         config: &HandshakeConfig,
-    ) -> Result<ShmRing, ShmError> {
+    ) -> Result<ShmPending, ShmError> {
         check_capacity(capacity);
         let create = |source| ShmError::Create {
             path: path.to_owned(),
@@ -260,7 +262,7 @@ impl ShmRing {
             0,
             config.version,
         ));
-        Ok(ring)
+        Ok(ShmPending { ring })
     }
 
     fn init(&self, hello: &Hello) {
@@ -278,7 +280,7 @@ impl ShmRing {
     /// Opens the ring file another process created, as the leader `config` describes, having
     /// dialed member `expected` with connection `epoch`. The creator's hello is judged first;
     /// a refused creator is an error and its ring is not handed out. On success our hello is
-    /// left for the creator's [`ShmRing::accept`].
+    /// left for the creator's [`ShmPending::accept`].
     pub fn open(
         path: &Path,
         config: &HandshakeConfig,
@@ -350,26 +352,6 @@ impl ShmRing {
         ))
     }
 
-    /// On the creator: waits up to `timeout` for an opener's hello and judges it. Take the
-    /// reader end only after this succeeded.
-    pub fn accept(&self, config: &HandshakeConfig, timeout: Duration) -> Result<Peer, ShmError> {
-        let start = Instant::now();
-        let state = self.region.atomic_u32(OFF_OPENER_STATE);
-        while state.load(Ordering::Acquire) != 1 {
-            if start.elapsed() > timeout {
-                return Err(ShmError::HandshakeTimeout {
-                    waited: start.elapsed(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let hello = Hello::decode(&self.region.read_control(OFF_OPENER_HELLO, HELLO_BYTES))
-            .map_err(|e| ShmError::Handshake(HandshakeError::Malformed(e)))?;
-        config
-            .judge(&hello, Role::Acceptor)
-            .map_err(ShmError::Handshake)
-    }
-
     /// Data capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.region.capacity
@@ -400,6 +382,46 @@ impl ShmRing {
         ShmSource {
             region: self.region,
         }
+    }
+}
+
+/// A ring file created by the follower, waiting for the leader's hello: no ring end can be
+/// taken from it until [`ShmPending::accept`] judged that hello.
+#[derive(Debug)]
+pub struct ShmPending {
+    ring: ShmRing,
+}
+
+impl ShmPending {
+    /// Waits up to `timeout` for an opener's hello and judges it; returns the ring only if
+    /// the opener passed. On any error the ring file is removed (create a new one to retry).
+    pub fn accept(
+        self,
+        config: &HandshakeConfig,
+        timeout: Duration,
+    ) -> Result<(ShmRing, Peer), ShmError> {
+        let region = &self.ring.region;
+        let start = Instant::now();
+        let state = region.atomic_u32(OFF_OPENER_STATE);
+        while state.load(Ordering::Acquire) != 1 {
+            if start.elapsed() > timeout {
+                return Err(ShmError::HandshakeTimeout {
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let hello = Hello::decode(&region.read_control(OFF_OPENER_HELLO, HELLO_BYTES))
+            .map_err(|e| ShmError::Handshake(HandshakeError::Malformed(e)))?;
+        let peer = config
+            .judge(&hello, Role::Acceptor)
+            .map_err(ShmError::Handshake)?;
+        Ok((self.ring, peer))
+    }
+
+    /// The ring file.
+    pub fn path(&self) -> Option<&Path> {
+        self.ring.region.path.as_deref()
     }
 }
 
@@ -547,22 +569,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ring");
         let follower = HandshakeConfig::new(7, 2, vec![1, 2, 3]);
-        let ring = ShmRing::create(&path, 4096, &follower).unwrap();
+        let pending = ShmRing::create(&path, 4096, &follower).unwrap();
         let stranger = HandshakeConfig::new(8, 1, vec![1, 2, 3]);
         let err = ShmRing::open(&path, &stranger, 2, 1).unwrap_err();
         assert!(matches!(
             err,
             ShmError::Handshake(HandshakeError::WrongCluster { ours: 8, theirs: 7 })
         ));
-        let err = ring
+        let err = pending
             .accept(&follower, Duration::from_millis(5))
             .unwrap_err();
         assert!(matches!(err, ShmError::HandshakeTimeout { .. }));
+        assert!(
+            !path.exists(),
+            "a failed accept leaves the ring file behind"
+        );
+
+        let pending = ShmRing::create(&path, 4096, &follower).unwrap();
         let leader = HandshakeConfig::new(7, 1, vec![1, 2, 3]);
         let (_, peer) = ShmRing::open(&path, &leader, 2, 11).unwrap();
         assert_eq!(peer.member_id, 2);
-        let peer = ring.accept(&follower, Duration::from_secs(1)).unwrap();
+        let (_, peer) = pending.accept(&follower, Duration::from_secs(1)).unwrap();
         assert_eq!((peer.member_id, peer.epoch), (1, 11));
+
+        // A member the follower does not know is refused by the follower.
+        let pending = ShmRing::create(&dir.path().join("ring2"), 4096, &follower).unwrap();
+        let outsider = HandshakeConfig::new(7, 9, vec![2, 9]);
+        ShmRing::open(pending.path().unwrap(), &outsider, 2, 12).unwrap();
+        let err = pending
+            .accept(&follower, Duration::from_secs(1))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ShmError::Handshake(HandshakeError::NotAMember { member: 9 })
+        ));
     }
 
     #[test]
