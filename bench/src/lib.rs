@@ -9,7 +9,8 @@
 //! - [`limits`]: the machine's limits (cache-line round trip, TCP loopback round trip,
 //!   fdatasync, `ib_write_lat`), measured by every subcommand in its own run;
 //! - [`progress`]: the once-a-second progress line on stderr;
-//! - [`plot`]: the `--plot FILE.svg` latency distribution.
+//! - [`plot`]: the `--plot FILE.svg` latency distribution;
+//! - [`log_bench`]: `keel-bench log`, the persistence log against bare pwrite + fdatasync.
 //!
 //! Tested by unit tests that feed synthetic histograms and assert the exact percentiles,
 //! ratios, JSON fields and targets, and by a smoke test that runs `keel-bench limits` briefly.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod limits;
+pub mod log_bench;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -88,6 +88,54 @@ enum Command {
     /// The machine's raw limits: cache-line round trip, TCP loopback round trip, fdatasync,
     /// and ib_write_lat where an RDMA device exists.
     Limits(LimitsArgs),
+    /// Persistence log (keel-pmem) append latency and throughput per backend, single and group
+    /// commit, against a bare pwrite+fdatasync loop on the same file system.
+    Log(LogArgs),
+}
+
+#[derive(Args, Debug)]
+struct LogArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Directory for the file and uring logs (and the bare-loop limit).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// A DAX-mounted directory for the dax backend (default: $KEEL_DAX_DIR; skipped without).
+    #[arg(long, env = "KEEL_DAX_DIR")]
+    dax_dir: Option<PathBuf>,
+    /// Backends to measure (file, uring, dax; sim is not a durability backend).
+    #[arg(long, value_delimiter = ',', default_value = "file,uring,dax")]
+    backends: Vec<String>,
+    /// Payload sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64,1024,65536")]
+    payloads: Vec<usize>,
+    /// Concurrent appenders for the group-commit figure.
+    #[arg(long, default_value_t = 16)]
+    appenders: usize,
+    /// Size of each log region in MiB.
+    #[arg(long, default_value_t = 64)]
+    region_mib: u64,
+}
+
+fn run_log(a: &LogArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !a.backends.iter().any(|b| b == "sim"),
+        "sim is not a durability backend; choose from file, uring, dax"
+    );
+    let o = keel_bench::log_bench::LogBenchOptions {
+        dir: a.dir.clone(),
+        dax_dir: a.dax_dir.clone(),
+        backends: a.backends.clone(),
+        payloads: a.payloads.clone(),
+        appenders: a.appenders,
+        region_bytes: a.region_mib << 20,
+    };
+    let mut p = keel_bench::log_bench::option_params(&o);
+    p.extend(params(a.common.params()));
+    let mut report = Report::new("log", p);
+    keel_bench::log_bench::run(&o, &a.common.limit_options(), &mut report)
+        .context("keel-bench log")?;
+    a.common.finish(&report)
 }
 
 #[derive(Args, Debug)]
@@ -143,5 +191,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Limits(a) => run_limits(a),
+        Command::Log(a) => run_log(a),
     }
 }
