@@ -10,7 +10,8 @@
 //!   fdatasync, `ib_write_lat`), measured by every subcommand in its own run;
 //! - [`progress`]: the once-a-second progress line on stderr;
 //! - [`plot`]: the `--plot FILE.svg` latency distribution;
-//! - [`log_bench`]: `keel-bench log`, the persistence log against bare pwrite + fdatasync.
+//! - [`log_bench`]: `keel-bench log`, the persistence log against bare pwrite + fdatasync;
+//! - [`ring_bench`]: `keel-bench ring`, the transports against cache-line and TCP ping-pongs.
 //!
 //! Tested by unit tests that feed synthetic histograms and assert the exact percentiles,
 //! ratios, JSON fields and targets, and by a smoke test that runs `keel-bench limits` briefly.
@@ -23,4 +24,5 @@ pub mod log_bench;
 pub mod plot;
 pub mod progress;
 pub mod report;
+pub mod ring_bench;
 pub mod stats;

@@ -70,6 +70,7 @@ impl Common {
     /// Prints the report and writes the JSON and plot files asked for.
     fn finish(&self, report: &Report) -> anyhow::Result<()> {
         print!("{}", report.to_text());
+        std::io::Write::flush(&mut std::io::stdout())?;
         if let Some(path) = &self.json {
             report.write_json(path)?;
             eprintln!("wrote {}", path.display());
@@ -91,6 +92,48 @@ enum Command {
     /// Persistence log (keel-pmem) append latency and throughput per backend, single and group
     /// commit, against a bare pwrite+fdatasync loop on the same file system.
     Log(LogArgs),
+    /// Transport round trip (write, follower sees it, ack back) and frame-stream throughput per
+    /// backend, against the cache-line ping-pong (shm), raw TCP ping-pong (tcp), ib_write_lat.
+    Ring(RingArgs),
+}
+
+#[derive(Args, Debug)]
+struct RingArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Backends to measure (shm, tcp, rdma).
+    #[arg(long, value_delimiter = ',', default_value = "shm,tcp,rdma")]
+    backends: Vec<String>,
+    /// Frame payload in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Shared-memory ring capacity in bytes (a power of two).
+    #[arg(long, default_value_t = 1 << 20)]
+    ring_bytes: usize,
+    /// RDMA device (default: the first one).
+    #[arg(long)]
+    rdma_device: Option<String>,
+}
+
+fn run_ring(a: &RingArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.ring_bytes.is_power_of_two() && a.ring_bytes >= 4096,
+        "--ring-bytes must be a power of two >= 4096"
+    );
+    let o = keel_bench::ring_bench::RingBenchOptions {
+        backends: a.backends.clone(),
+        payload: a.payload,
+        ring_bytes: a.ring_bytes,
+        rdma_device: a.rdma_device.clone(),
+    };
+    let mut p = a.common.params();
+    p.push(("backends", serde_json::json!(a.backends)));
+    p.push(("payload_bytes", a.payload.into()));
+    p.push(("ring_bytes", a.ring_bytes.into()));
+    let mut report = Report::new("ring", params(p));
+    keel_bench::ring_bench::run(&o, &a.common.limit_options(), &mut report)
+        .context("keel-bench ring")?;
+    a.common.finish(&report)
 }
 
 #[derive(Args, Debug)]
@@ -192,5 +235,6 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Limits(a) => run_limits(a),
         Command::Log(a) => run_log(a),
+        Command::Ring(a) => run_ring(a),
     }
 }
