@@ -11,7 +11,9 @@
 //! - [`progress`]: the once-a-second progress line on stderr;
 //! - [`plot`]: the `--plot FILE.svg` latency distribution;
 //! - [`log_bench`]: `keel-bench log`, the persistence log against bare pwrite + fdatasync;
-//! - [`ring_bench`]: `keel-bench ring`, the transports against cache-line and TCP ping-pongs.
+//! - [`ring_bench`]: `keel-bench ring`, the transports against cache-line and TCP ping-pongs;
+//! - [`load`]: the closed/open-loop load generator shared by `local`, `client` and `etcd`;
+//! - [`etcd`]: `keel-bench etcd`, the same load against etcd's v3 JSON gateway.
 //!
 //! Tested by unit tests that feed synthetic histograms and assert the exact percentiles,
 //! ratios, JSON fields and targets, and by a smoke test that runs `keel-bench limits` briefly.
@@ -19,7 +21,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod etcd;
 pub mod limits;
+pub mod load;
 pub mod log_bench;
 pub mod plot;
 pub mod progress;
