@@ -5,3 +5,23 @@
 //! `step(event) -> commands`; the caller performs the commands.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod config;
+mod error;
+mod io;
+mod message;
+mod persist;
+pub mod quorum;
+mod replica;
+mod types;
+
+pub use config::{Config, Mutation};
+pub use error::{ConfigError, MembershipError};
+pub use io::{AbortReason, Command, Event, PersistOp, PersistToken, ReadId, ReadRefusal, Role};
+pub use message::Message;
+pub use persist::PersistentState;
+pub use replica::Replica;
+pub use types::{
+    AcceptedEntry, Ballot, Decree, Membership, MembershipChange, Proposal, ProposalId, ReplicaId,
+    Slot, SlotDecree, Snapshot, SnapshotMeta,
+};
