@@ -183,6 +183,9 @@ fn main() -> anyhow::Result<()> {
                         }
                         passed.fetch_add(1, Ordering::Relaxed);
                     } else {
+                        if let Err(f) = &r.outcome {
+                            eprintln!("failed: seed {seed}: {f}");
+                        }
                         if let Ok(mut f) = failed.lock() {
                             f.push(r);
                         }
