@@ -153,11 +153,13 @@ fn main() -> anyhow::Result<()> {
     let passed = Arc::new(AtomicU64::new(0));
     let failed: Arc<Mutex<Vec<RunResult>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The slowest recovery after healing: (simulated us, seed).
+    let worst = Arc::new(Mutex::new((0u64, 0u64)));
     let start = Instant::now();
     let total = b - a;
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
-            let (next, passed, failed, stop) = (&next, &passed, &failed, &stop);
+            let (next, passed, failed, stop, worst) = (&next, &passed, &failed, &stop, &worst);
             s.spawn(move || {
                 loop {
                     if stop.load(Ordering::Relaxed) {
@@ -175,9 +177,15 @@ fn main() -> anyhow::Result<()> {
                         verbose: false,
                     };
                     let r = runner::run(spec);
-                    if r.outcome.is_ok() {
+                    if let Ok(summary) = &r.outcome {
+                        if let Ok(mut w) = worst.lock() {
+                            *w = (*w).max((summary.recovery_us, seed));
+                        }
                         passed.fetch_add(1, Ordering::Relaxed);
                     } else {
+                        if let Err(f) = &r.outcome {
+                            eprintln!("failed: seed {seed}: {f}");
+                        }
                         if let Ok(mut f) = failed.lock() {
                             f.push(r);
                         }
@@ -219,6 +227,14 @@ fn main() -> anyhow::Result<()> {
     }
     let p = passed.load(Ordering::Relaxed);
     eprintln!("elapsed {:.1}s", start.elapsed().as_secs_f64());
+    if let Ok(w) = worst.lock() {
+        eprintln!(
+            "slowest recovery after healing: {} us simulated (seed {}); bound {} us",
+            w.0,
+            w.1,
+            keel_tests::world::LIVENESS_BOUND_US
+        );
+    }
     if args.expect_caught {
         let name = args.mutation.as_deref().unwrap_or("(no mutation)");
         match failed.first() {
