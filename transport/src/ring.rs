@@ -98,6 +98,12 @@ pub trait RingSource {
     /// Stores the consumed position so the writer may reuse the bytes below it (release;
     /// contract rule 3). Heads are stored in increasing order.
     fn store_head(&mut self, head: u64) -> Result<(), Self::Error>;
+
+    /// A hint, given while waiting for a new tail: the next frame will be read at data
+    /// offset `offset`. The default does nothing.
+    fn expect_at(&self, offset: usize) {
+        let _ = offset;
+    }
 }
 
 /// Bytes past the tail handed to [`RingSink::prepare`] after each publish.
@@ -573,7 +579,13 @@ impl<R: RingSource> RingReader<R> {
     ) -> Result<usize, ReadError> {
         let mut delivered = 0;
         while delivered < max_frames {
-            if self.head == self.tail && !self.load_tail()? {
+            if self.head == self.tail
+                && !{
+                    self.source
+                        .expect_at((self.head & (self.capacity as u64 - 1)) as usize);
+                    self.load_tail()?
+                }
+            {
                 break;
             }
             let offset = (self.head & (self.capacity as u64 - 1)) as usize;

@@ -547,6 +547,20 @@ impl RingSource for ShmSource {
         self.region.atomic_u64(OFF_HEAD).store(head, STORE_HEAD);
         Ok(())
     }
+
+    fn expect_at(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let line = self
+                .region
+                .data()
+                .wrapping_add(offset % self.region.capacity);
+            // SAFETY: SSE is part of the x86_64 baseline; a prefetch is a hint that never
+            // faults and reads nothing the program observes.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast::<i8>()) };
+        }
+    }
 }
 
 #[cfg(test)]
