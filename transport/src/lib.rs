@@ -98,6 +98,8 @@ pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 pub mod message;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod ring;
 pub mod shm;
 pub mod tcp;
