@@ -489,7 +489,7 @@ impl RingListener {
         // The handshake comes first: a refused peer gets the verdict and nothing else.
         let peer = handshake(&mut stream, &self.config.handshake, Role::Acceptor)
             .map_err(RdmaError::Handshake)?;
-        let wq = WriteQueue::new(self.device.pd(), self.config.slots.min(16), 64, fresh_psn())?;
+        let wq = WriteQueue::new(self.device.pd(), self.config.slots, 64, fresh_psn())?;
         let ours = Offer {
             endpoint: wq.endpoint(),
             region: RemoteRegion {
