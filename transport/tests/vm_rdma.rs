@@ -529,6 +529,60 @@ mod with_rdma {
         Ok(())
     }
 
+    /// Rings for the shared conformance suite: each a real connection (handshake, offers,
+    /// RC queue pairs) between two ends in this process. Both ends wait for the peer's
+    /// acknowledgement of tail and head writes, since the suite drives them from one thread
+    /// and expects a published frame to be readable at once.
+    struct RdmaRings {
+        device: RdmaDevice,
+        made: u64,
+    }
+
+    impl keel_transport::conformance::RingFactory for RdmaRings {
+        type Sink = RdmaRingSink;
+        type Source = RdmaRingSource;
+
+        fn ring(&mut self, capacity: usize) -> (RdmaRingSink, RdmaRingSource) {
+            // Device-DAX windows 8..24 in rotation (at most a few rings are alive at once).
+            let window = 8 + self.made % 16;
+            self.made += 1;
+            let mut follower = follower_config();
+            follower.wait_for_ack = true;
+            let mut leader = leader_config();
+            leader.wait_for_ack = true;
+            let mut listener = RingListener::bind(
+                &self.device,
+                "127.0.0.1:0",
+                capacity,
+                &ring_memory(window),
+                follower,
+            )
+            .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepting = std::thread::spawn(move || listener.accept());
+            let acks = AckArray::new(&self.device, 1).unwrap();
+            let (sink, start) =
+                RdmaRingSink::dial(&self.device, addr, FOLLOWER, EPOCH, acks, 0, leader).unwrap();
+            assert_eq!(start, 0, "a fresh ring starts at 0");
+            let source = accepting.join().expect("accepting thread").unwrap();
+            (sink, source)
+        }
+    }
+
+    #[test]
+    fn the_shared_ring_conformance_suite_passes_over_rdma() {
+        let Some(device_name) = vm_device("the_shared_ring_conformance_suite_passes_over_rdma")
+        else {
+            return;
+        };
+        let mut rings = RdmaRings {
+            device: RdmaDevice::open(&device_name).unwrap(),
+            made: 0,
+        };
+        keel_transport::conformance::rings(&mut rings);
+        eprintln!("conformance suite passed over RDMA on {} rings", rings.made);
+    }
+
     #[test]
     fn round_trips_of_64_byte_frames_are_measured() {
         let Some(device_name) = vm_device("round_trips_of_64_byte_frames_are_measured") else {
