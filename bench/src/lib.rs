@@ -13,7 +13,9 @@
 //! - [`log_bench`]: `keel-bench log`, the persistence log against bare pwrite + fdatasync;
 //! - [`ring_bench`]: `keel-bench ring`, the transports against cache-line and TCP ping-pongs;
 //! - [`load`]: the closed/open-loop load generator shared by `local`, `client` and `etcd`;
-//! - [`etcd`]: `keel-bench etcd`, the same load against etcd's v3 JSON gateway.
+//! - [`etcd`]: `keel-bench etcd`, the same load against etcd's v3 JSON gateway;
+//! - [`local`]: `keel-bench local`, a Keel cluster in this process, and its fail-over time;
+//! - [`markdown`]: `keel-bench markdown`, `--json` reports as Markdown tables.
 //!
 //! Tested by unit tests that feed synthetic histograms and assert the exact percentiles,
 //! ratios, JSON fields and targets, and by a smoke test that runs `keel-bench limits` briefly.
@@ -24,7 +26,9 @@
 pub mod etcd;
 pub mod limits;
 pub mod load;
+pub mod local;
 pub mod log_bench;
+pub mod markdown;
 pub mod plot;
 pub mod progress;
 pub mod report;
