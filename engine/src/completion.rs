@@ -288,7 +288,10 @@ mod tests {
         completer.complete(Ok(1));
         assert!(completion.is_ready());
         assert_eq!(completion.try_take().unwrap().unwrap(), 1);
-        assert!(matches!(completion.try_take(), Some(Err(Error::AlreadyTaken))));
+        assert!(matches!(
+            completion.try_take(),
+            Some(Err(Error::AlreadyTaken))
+        ));
     }
 
     #[test]

@@ -196,13 +196,14 @@ impl KvClient {
                 Err(ClientError::Service(WireError::NotLeader { leader })) => {
                     last = format!("replica {:?} is not the leader", self.current());
                     self.conn = None;
-                    self.leader = match leader.and_then(|l| self.replicas.iter().position(|r| r.0 == l)) {
-                        Some(i) => i,
-                        None => {
-                            std::thread::sleep(Duration::from_millis(20));
-                            (self.leader + 1) % self.replicas.len()
-                        }
-                    };
+                    self.leader =
+                        match leader.and_then(|l| self.replicas.iter().position(|r| r.0 == l)) {
+                            Some(i) => i,
+                            None => {
+                                std::thread::sleep(Duration::from_millis(20));
+                                (self.leader + 1) % self.replicas.len()
+                            }
+                        };
                 }
                 Err(ClientError::Service(WireError::Retry(why))) => {
                     last = why;
