@@ -1,4 +1,5 @@
 //! In-process clusters over the local transport: the runtime end to end without processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +10,11 @@ use keel_engine::{
 };
 
 fn config(id: u64, dir: &std::path::Path, backend: &str, n: u64) -> Config {
-    let mut durability = keel_engine::config::Durability::default();
-    durability.log_backend = backend.into();
-    durability.log_capacity_bytes = 8 << 20;
+    let durability = keel_engine::config::Durability {
+        log_backend: backend.into(),
+        log_capacity_bytes: 8 << 20,
+        ..Default::default()
+    };
     Builder::new(id, dir.join(format!("r{id}")))
         .members((1..=n).map(|i| Member::voter(i, format!("r{i}"))).collect())
         .transport(keel_engine::TransportKind::Local)
