@@ -25,10 +25,10 @@ pub struct RunArgs {
 #[derive(Args, Debug)]
 pub struct Target {
     /// A configuration file of any replica: every member's `admin_addr` is contacted.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Service addresses as ID=HOST:PORT (repeatable), instead of --config.
-    #[arg(long = "replica", value_name = "ID=HOST:PORT")]
+    #[arg(long = "replica", value_name = "ID=HOST:PORT", global = true)]
     replicas: Vec<String>,
 }
 
