@@ -1,8 +1,10 @@
-//! `keel`: run a replica, show cluster status, change membership, run the demo.
+//! `keel`: run a replica, show cluster status, change membership, inspect persistence logs,
+//! run the demo.
 use clap::{Parser, Subcommand};
 
 mod cluster_cmd;
 mod demo;
+mod log_cmd;
 
 /// Keel replication engine: operator command.
 ///
@@ -26,6 +28,8 @@ enum Command {
     Transfer(cluster_cmd::TransferArgs),
     /// Start a local 3-replica cluster, drive it with the example client, print the figures.
     Demo(demo::DemoArgs),
+    /// Inspect a persistence log file offline (verify, dump).
+    Log(log_cmd::LogArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +40,9 @@ fn main() -> anyhow::Result<()> {
         Command::Members(args) => cluster_cmd::members(args),
         Command::Transfer(args) => cluster_cmd::transfer(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Log(args) => {
+            let code = log_cmd::run(args)?;
+            std::process::exit(code);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! The checksum is CRC-32C over the header bytes after the checksum field, then the payload.
 //! It therefore also covers the frame's ring position and epoch: a frame left over from an
 //! earlier lap of the ring or from an earlier connection never validates at a new position.
+#![forbid(unsafe_code)]
 
 use bytemuck::{Pod, Zeroable};
 use thiserror::Error;

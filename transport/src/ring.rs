@@ -38,6 +38,7 @@
 //!
 //! The index protocol (these four rules driving [`RingWriter`] and [`RingReader`]) is model
 //! checked with `loom` (`cfg(loom)` tests in `crate::shm`).
+#![forbid(unsafe_code)]
 
 use crate::frame::{self, Expect, FrameError, FrameHeader, FrameKind, HEADER_BYTES, frame_len};
 use std::error::Error as StdError;
@@ -157,7 +158,7 @@ pub enum AppendError {
 }
 
 /// Why the reader stopped.
-#[derive(Clone, Debug, Error)]
+#[derive(Debug, Error)]
 pub enum ReadError {
     /// A frame below the published tail is torn or corrupt; it was not delivered, and the
     /// reader delivers nothing more (every later poll returns this error again).
@@ -179,9 +180,63 @@ pub enum ReadError {
         /// Ring capacity.
         capacity: usize,
     },
-    /// The backend failed to load the tail or store the head.
-    #[error("ring backend failed: {0}")]
-    Backend(String),
+    /// The backend failed to load the tail or store the head (the reader is not stopped:
+    /// a later poll retries).
+    #[error("ring backend failed")]
+    Backend(#[source] BackendError),
+}
+
+/// What stopped a reader for good (kept to report it again on every later poll).
+#[derive(Clone, Debug)]
+enum Failure {
+    Corrupt {
+        position: u64,
+        source: FrameError,
+    },
+    TailOutOfRange {
+        tail: u64,
+        head: u64,
+        capacity: usize,
+    },
+}
+
+impl Failure {
+    fn of(e: &ReadError) -> Option<Failure> {
+        match e {
+            ReadError::Corrupt { position, source } => Some(Failure::Corrupt {
+                position: *position,
+                source: source.clone(),
+            }),
+            ReadError::TailOutOfRange {
+                tail,
+                head,
+                capacity,
+            } => Some(Failure::TailOutOfRange {
+                tail: *tail,
+                head: *head,
+                capacity: *capacity,
+            }),
+            ReadError::Backend(_) => None,
+        }
+    }
+
+    fn error(&self) -> ReadError {
+        match self {
+            Failure::Corrupt { position, source } => ReadError::Corrupt {
+                position: *position,
+                source: source.clone(),
+            },
+            Failure::TailOutOfRange {
+                tail,
+                head,
+                capacity,
+            } => ReadError::TailOutOfRange {
+                tail: *tail,
+                head: *head,
+                capacity: *capacity,
+            },
+        }
+    }
 }
 
 /// A frame delivered by [`RingReader::poll`]; the payload borrows ring memory.
@@ -217,8 +272,9 @@ impl<S: RingSink> RingWriter<S> {
         Self::resume(sink, config, 0)
     }
 
-    /// A writer that continues a ring whose reader has consumed everything up to `position`
-    /// (for example after the writer restarted): new frames start at `position`.
+    /// A writer that continues a ring at `position`, the tail it last published (for
+    /// example after the writer restarted): new frames start there. Until it loads the
+    /// reader's head it assumes the ring is full (the head at least a capacity behind).
     ///
     /// # Panics
     /// If `position` is not 8-byte aligned or the configuration does not fit the capacity.
@@ -235,7 +291,7 @@ impl<S: RingSink> RingWriter<S> {
             capacity,
             tail: position,
             published: position,
-            head: position,
+            head: position.saturating_sub(capacity as u64),
         }
     }
 
@@ -385,7 +441,7 @@ pub struct RingReader<R: RingSource> {
     /// Tail last loaded.
     tail: u64,
     /// Set once a corrupt frame or impossible tail is found.
-    failed: Option<ReadError>,
+    failed: Option<Failure>,
 }
 
 impl<R: RingSource> RingReader<R> {
@@ -436,9 +492,9 @@ impl<R: RingSource> RingReader<R> {
         self.source
     }
 
-    /// The error that stopped this reader, if any.
-    pub fn failure(&self) -> Option<&ReadError> {
-        self.failed.as_ref()
+    /// The error that stopped this reader for good, if any.
+    pub fn failure(&self) -> Option<ReadError> {
+        self.failed.as_ref().map(Failure::error)
     }
 
     /// Delivers up to `max_frames` published frames to `deliver`, in ring order, then stores
@@ -453,14 +509,14 @@ impl<R: RingSource> RingReader<R> {
         mut deliver: impl FnMut(Frame<'_>),
     ) -> Result<usize, ReadError> {
         if let Some(failed) = &self.failed {
-            return Err(failed.clone());
+            return Err(failed.error());
         }
         let result = self.poll_inner(max_frames, &mut deliver);
         // Store the head even when a bad frame follows good ones: those were consumed.
         let stored = self.store_head();
         match (result, stored) {
             (Err(e), _) => {
-                self.failed = Some(e.clone());
+                self.failed = Failure::of(&e);
                 Err(e)
             }
             (Ok(_), Err(e)) => Err(e),
@@ -484,7 +540,7 @@ impl<R: RingSource> RingReader<R> {
         if self.stored_head != self.head {
             self.source
                 .store_head(self.head)
-                .map_err(|e| ReadError::Backend(error_chain(&e)))?;
+                .map_err(|e| ReadError::Backend(Box::new(e)))?;
             self.stored_head = self.head;
         }
         Ok(())
@@ -566,7 +622,7 @@ impl<R: RingSource> RingReader<R> {
         let tail = self
             .source
             .load_tail()
-            .map_err(|e| ReadError::Backend(error_chain(&e)))?;
+            .map_err(|e| ReadError::Backend(Box::new(e)))?;
         if tail < self.tail
             || tail - self.head > self.capacity as u64
             || !tail.is_multiple_of(frame::FRAME_ALIGN as u64)
@@ -595,16 +651,4 @@ impl<R: RingSource> RingReader<R> {
         }
         Ok(())
     }
-}
-
-/// Renders an error and its sources on one line.
-pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -171,7 +171,8 @@ impl Config {
 pub enum Mutation {
     /// An acceptor accepts a phase 2 message whose ballot is below its promise.
     AcceptLowerBallot,
-    /// The leader counts a duplicated acceptance twice toward a majority.
+    /// The leader counts a vote twice toward a majority: its own acceptance, and any
+    /// acceptance a peer sends again (duplicate or answer to a retransmission).
     DoubleCountVote,
     /// The leader marks a slot chosen one acceptance short of a majority.
     CommitWithoutMajority,

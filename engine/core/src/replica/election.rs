@@ -69,8 +69,16 @@ impl Replica {
             || self
                 .last_leader_contact
                 .is_some_and(|t| self.now - t < self.config.election_timeout_min_ticks);
-        let granted = ballot > self.promised
-            && !leader_alive
+        if ballot <= self.promised {
+            // Tell the candidate how far ballots have gone so its next try can win.
+            let msg = Message::Nack {
+                ballot,
+                promised: self.promised,
+            };
+            out.push(Command::Send { to: from, msg });
+            return;
+        }
+        let granted = !leader_alive
             && self.now >= self.lease_guard_until
             && commit >= self.commit
             && self.latest_membership().voters.contains(&from);
@@ -326,14 +334,22 @@ impl Replica {
                 decree: d.clone(),
             })
             .collect();
-        let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        // The membership decrees that may be chosen: per slot, the value of the highest ballot
+        // among the promises so far (what this candidate would re-propose).
+        let mut highest: BTreeMap<Slot, (Ballot, &Decree)> = BTreeMap::new();
         for e in c
             .promises
             .values()
             .flat_map(|p| p.accepted.iter())
             .chain(own.iter())
         {
-            if let Decree::Membership(m) = &e.decree {
+            if highest.get(&e.slot).is_none_or(|(b, _)| *b < e.ballot) {
+                highest.insert(e.slot, (e.ballot, &e.decree));
+            }
+        }
+        let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        for (_, d) in highest.values() {
+            if let Decree::Membership(m) = d {
                 required.push(m);
             }
         }
@@ -356,7 +372,7 @@ impl Replica {
         );
         contract!(
             self,
-            c.from_slot == self.commit + 1,
+            c.from_slot <= self.commit + 1,
             "elected from slot {} stale",
             c.from_slot
         );
@@ -394,7 +410,9 @@ impl Replica {
             .unwrap_or(self.commit)
             .max(self.commit);
         let mut in_flight = BTreeMap::new();
-        for slot in c.from_slot..=last {
+        // Slots learned chosen while we campaigned (catch-up) need no second round.
+        let first = self.commit + 1;
+        for slot in first..=last {
             let decree = merged.remove(&slot).map_or(Decree::Noop, |(_, d)| d);
             in_flight.insert(
                 slot,
@@ -409,7 +427,7 @@ impl Replica {
         if in_flight.is_empty() {
             // Commit something in our own ballot so reads and the commit index move.
             in_flight.insert(
-                c.from_slot,
+                first,
                 super::InFlight {
                     decree: Decree::Noop,
                     acks: Vec::new(),
@@ -418,11 +436,11 @@ impl Replica {
                 },
             );
         }
-        let next_slot = in_flight.keys().next_back().map_or(c.from_slot, |s| s + 1);
+        let next_slot = in_flight.keys().next_back().map_or(first, |s| s + 1);
         let mut leader = Leader {
             ballot: c.ballot,
             next_slot,
-            next_send: c.from_slot,
+            next_send: first,
             in_flight,
             queue: VecDeque::new(),
             peers: BTreeMap::new(),

@@ -492,7 +492,7 @@ impl Replica {
                 );
                 contract!(
                     self,
-                    c.from_slot == self.commit + 1,
+                    c.from_slot <= self.commit + 1,
                     "candidate from_slot {}",
                     c.from_slot
                 );
@@ -531,7 +531,7 @@ impl Replica {
                 }
                 contract!(
                     self,
-                    l.in_flight.len() as u64 <= l.next_slot - self.commit - 1,
+                    (l.in_flight.len() as u64) < l.next_slot - self.commit,
                     "more in flight than assigned"
                 );
                 contract!(
@@ -563,16 +563,15 @@ impl Replica {
         }
         if let RoleState::Leader(l) = &self.role {
             for (slot, f) in &l.in_flight {
-                if f.sent && *slot > self.log_start {
-                    if let Some((b, d)) = self.accepted.get(slot) {
-                        if *b == l.ballot {
-                            contract!(
-                                self,
-                                *d == f.decree,
-                                "leader's own accepted value differs at slot {slot}"
-                            );
-                        }
-                    }
+                if let Some((b, d)) = self.accepted.get(slot)
+                    && f.sent
+                    && *b == l.ballot
+                {
+                    contract!(
+                        self,
+                        *d == f.decree,
+                        "leader's own accepted value differs at slot {slot}"
+                    );
                 }
                 if let Some(d) = self.decided.get(slot) {
                     contract!(
@@ -806,6 +805,15 @@ impl Replica {
             matches!(self.role, RoleState::Follower),
             "step_down left a role"
         );
+    }
+
+    /// The highest slot a leader has given a value (tests only).
+    #[cfg(all(test, feature = "mutations"))]
+    fn in_flight_max(&self) -> Slot {
+        match &self.role {
+            RoleState::Leader(l) => l.next_slot - 1,
+            _ => self.commit,
+        }
     }
 }
 

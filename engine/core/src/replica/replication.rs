@@ -333,10 +333,10 @@ impl Replica {
             return;
         }
         for slot in slots {
-            if let Some(f) = l.in_flight.get_mut(slot) {
-                if double || !f.acks.contains(&from) {
-                    f.acks.push(from);
-                }
+            if let Some(f) = l.in_flight.get_mut(slot)
+                && (double || !f.acks.contains(&from))
+            {
+                f.acks.push(from);
             }
         }
         self.advance_leader_commit(out);
@@ -350,6 +350,7 @@ impl Replica {
         out: &mut Vec<Command>,
     ) {
         let id = self.id;
+        let double = self.mutation_on(Mutation::DoubleCountVote);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -357,9 +358,12 @@ impl Replica {
             return;
         }
         for slot in slots {
-            if let Some(f) = l.in_flight.get_mut(slot) {
-                if !f.acks.contains(&id) {
-                    f.acks.push(id);
+            if let Some(f) = l.in_flight.get_mut(slot)
+                && !f.acks.contains(&id)
+            {
+                f.acks.push(id);
+                if double {
+                    f.acks.push(id); // the bug: our own vote counts twice
                 }
             }
         }
