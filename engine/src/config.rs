@@ -86,6 +86,8 @@ pub enum TransportKind {
     Shm,
     /// In-process channels: every replica lives in this process (tests, demos, the bench).
     Local,
+    /// RDMA rings over verbs on `rdma_device` (cargo feature `rdma`); set-up over TCP at `addr`.
+    Rdma,
 }
 
 impl TransportKind {
@@ -95,6 +97,7 @@ impl TransportKind {
             TransportKind::Tcp => "tcp",
             TransportKind::Shm => "shm",
             TransportKind::Local => "local",
+            TransportKind::Rdma => "rdma",
         }
     }
 }
@@ -271,6 +274,9 @@ pub struct Config {
     /// How replicas reach each other.
     #[serde(default)]
     pub transport: TransportKind,
+    /// The RDMA device (e.g. `rxe0`) when `transport = "rdma"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma_device: Option<String>,
     /// Seed of the protocol core's randomness (election delays). Defaults to the replica id.
     #[serde(default)]
     pub seed: Option<u64>,
@@ -372,7 +378,9 @@ impl Config {
                     "give the replica-to-replica address (tcp: host:port)",
                 ));
             }
-            if self.transport == TransportKind::Tcp && m.addr.parse::<SocketAddr>().is_err() {
+            if matches!(self.transport, TransportKind::Tcp | TransportKind::Rdma)
+                && m.addr.parse::<SocketAddr>().is_err()
+            {
                 return Err(invalid(
                     format!("members[{i}].addr"),
                     format!("`{}` is not host:port with a numeric IP", m.addr),
@@ -407,6 +415,20 @@ impl Config {
                 "members",
                 "at least one member must be a voter (neither learner nor standby)",
             ));
+        }
+        if self.transport == TransportKind::Rdma {
+            if !cfg!(feature = "rdma") {
+                return Err(invalid(
+                    "transport",
+                    "\"rdma\" needs keel-engine built with the `rdma` cargo feature; use \"tcp\"",
+                ));
+            }
+            if self.rdma_device.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "rdma_device",
+                    "transport \"rdma\" needs the device name (e.g. \"rxe0\"; see `ibv_devices`)",
+                ));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "give a directory for the log"));
@@ -553,6 +575,7 @@ impl Builder {
                 members: Vec::new(),
                 data_dir: data_dir.into(),
                 transport: TransportKind::Tcp,
+                rdma_device: None,
                 seed: None,
                 timing: Timing::default(),
                 batching: Batching::default(),

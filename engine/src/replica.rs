@@ -306,6 +306,16 @@ impl<S: StateMachine> Replica<S> {
                     reason: e.to_string(),
                 })?,
             ),
+            #[cfg(feature = "rdma")]
+            TransportKind::Rdma => Box::new(
+                crate::net::rdma::RdmaNet::start(&config, Arc::clone(&signal), Arc::clone(&health))
+                    .map_err(|e| StartError::Transport {
+                        kind: "rdma",
+                        reason: crate::net::rdma::error_chain(&e),
+                    })?,
+            ),
+            #[cfg(not(feature = "rdma"))]
+            TransportKind::Rdma => unreachable!("validate refuses rdma without the feature"),
             TransportKind::Shm => {
                 return Err(StartError::Transport {
                     kind: "shm",

@@ -9,6 +9,8 @@
 //! dropped, and the core's timers resend what matters.
 
 pub mod local;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod tcp;
 
 use keel_core::Message;
