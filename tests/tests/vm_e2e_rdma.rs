@@ -143,8 +143,8 @@ impl RdmaCluster {
             let config = dir.join(format!("replica-{id}.toml"));
             let text = format!(
                 "id = {id}\ndata_dir = \"{}\"\ntransport = \"rdma\"\nrdma_device = \"{device}\"\n\n\
-                 [timing]\ntick_us = 2000\nheartbeat_ms = 20\nelection_timeout_min_ms = 400\n\
-                 election_timeout_max_ms = 800\nlease_ms = 120\nclock_drift_us = 20000\n\n\
+                 [timing]\ntick_us = 5000\nheartbeat_ms = 50\nelection_timeout_min_ms = 1500\n\
+                 election_timeout_max_ms = 3000\nlease_ms = 300\nclock_drift_us = 50000\n\n\
                  [runtime]\nspin_us = 20\n\n\
                  [durability]\nlog_backend = \"file\"\nlog_capacity_bytes = 67108864\ncheckpoint_every = 2000\n\n{members}",
                 dir.join(format!("data-{id}")).display()
@@ -211,7 +211,7 @@ impl RdmaCluster {
 
     fn status(&self, id: u64) -> Option<Status> {
         let node = &self.nodes[usize::try_from(id - 1).unwrap()];
-        let mut c = Connection::open(node.service, Duration::from_millis(1000)).ok()?;
+        let mut c = Connection::open(node.service, Duration::from_secs(3)).ok()?;
         match c.call(&Request::Status).ok()? {
             Reply::Status(json) => keel_engine::stats::status_from_json(&json).ok(),
             _ => None,
@@ -233,6 +233,42 @@ impl RdmaCluster {
         }
         self.dump_logs();
         panic!("no leader within {within:?}");
+    }
+
+    /// Waits until `n` more writes are acknowledged, printing progress and every replica's
+    /// status every 10 s.
+    fn wait_writes(&self, load: &Workload, n: u64, within: Duration) {
+        let acked = || load.writes_acked.load(std::sync::atomic::Ordering::Relaxed);
+        let target = acked() + n;
+        let start = Instant::now();
+        let mut report = Instant::now();
+        while acked() < target {
+            if report.elapsed() >= Duration::from_secs(10) || start.elapsed() >= within {
+                report = Instant::now();
+                eprintln!("e2e rdma: {} writes acknowledged, want {target}", acked());
+                for id in 1..=REPLICAS {
+                    match self.status(id) {
+                        Some(s) => eprintln!(
+                            "  replica {id}: {:?} ballot {:?} commit {} applied {} peers {:?}",
+                            s.role,
+                            s.ballot,
+                            s.commit_index,
+                            s.applied_index,
+                            s.peers
+                                .iter()
+                                .map(|p| (p.id, p.acked_slot, p.last_heard_us))
+                                .collect::<Vec<_>>()
+                        ),
+                        None => eprintln!("  replica {id}: no status"),
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < within,
+                "fewer than {n} writes acknowledged within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn services(&self) -> Vec<(u64, SocketAddr)> {
@@ -275,7 +311,7 @@ fn e2e_rdma_kill_9_the_leader_under_load_then_restart_it(device: &str) {
     );
     let load = Workload::start(cluster.services(), CLIENTS);
     let phase = Instant::now();
-    load.wait_writes(200, Duration::from_secs(90));
+    cluster.wait_writes(&load, 200, Duration::from_secs(90));
     let before = load.writes_acked.load(std::sync::atomic::Ordering::Relaxed);
     let rate = before as f64 / phase.elapsed().as_secs_f64();
     eprintln!(
@@ -290,12 +326,12 @@ fn e2e_rdma_kill_9_the_leader_under_load_then_restart_it(device: &str) {
     eprintln!(
         "e2e rdma: leader {leader} killed (-9); replica {new_leader} leads and committed a write {failover:?} later (bound {FAILOVER_BOUND:?})"
     );
-    load.wait_writes(200, Duration::from_secs(90));
+    cluster.wait_writes(&load, 200, Duration::from_secs(90));
 
     // The killed replica comes back: it recovers its log and the others' rings to it are
     // re-established (their queue pairs to the dead process failed; they dial the new one).
     cluster.spawn(leader);
-    load.wait_writes(100, Duration::from_secs(90));
+    cluster.wait_writes(&load, 100, Duration::from_secs(90));
     let current = cluster.leader(Duration::from_secs(30));
     let commit = cluster.status(current).unwrap().commit_index;
     let start = Instant::now();

@@ -16,9 +16,9 @@
 //!
 //! Threads: per peer, a dialer that (re)connects the outbound ring and hands it to the loop, and
 //! a receiver that accepts the inbound ring, polls it (bounded spinning, then short sleeps),
-//! decodes frames into the loop's inbox and wakes the loop. When a sender's queue pair fails
-//! (the peer died: its writes exhaust their retries) the loop drops the ring and the dialer
-//! connects again once the peer listens; a receiver whose peer comes back (a restarted process
+//! decodes frames into the loop's inbox and wakes the loop. When a sender's queue pair fails, or
+//! its writes stop completing for [`STUCK_AFTER`] (a killed peer's queue pair may never fail
+//! them), the loop drops the ring and the dialer connects again once the peer listens; a receiver whose peer comes back (a restarted process
 //! dials anew) switches to the new connection ([`RdmaRingSource::try_reaccept`]).
 //!
 //! Delivery is best effort, as the core expects: a message for a peer that is not connected,
@@ -55,10 +55,17 @@ pub const SEND_SLOTS: u32 = 32;
 /// Bytes per send slot; a larger frame is split across slots.
 pub const SLOT_BYTES: usize = 16 << 10;
 
+/// A send queue that stays saturated this long (no write completes) is taken for a dead
+/// peer: the ring is torn down and redialed.
+pub const STUCK_AFTER: Duration = Duration::from_secs(2);
+
 /// Frames a receiver delivers per poll before it hands the batch to the loop.
 const POLL_FRAMES: usize = 256;
+/// First and longest sleep of a receiver whose ring is idle (after spinning).
+const IDLE_NAP_MIN: Duration = Duration::from_micros(50);
+const IDLE_NAP_MAX: Duration = Duration::from_millis(1);
 /// How often an idle receiver checks for a new connection of its peer.
-const REACCEPT_EVERY: Duration = Duration::from_millis(5);
+const REACCEPT_EVERY: Duration = Duration::from_millis(20);
 
 /// Why the RDMA transport could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +113,14 @@ type Inbox = Arc<Mutex<Vec<(ReplicaId, Message)>>>;
 type Ready = Arc<Mutex<Option<(RdmaRingSink, u64, u64)>>>;
 
 struct OutPeer {
+    id: u64,
     /// A freshly dialed ring `(sink, resume position, epoch)` waiting for the loop.
     ready: Ready,
     /// The loop holds a live ring (the dialer idles).
     connected: Arc<AtomicBool>,
     writer: Option<RingWriter<RdmaRingSink>>,
+    /// Since when the send queue has had no room (no completions came back).
+    saturated_since: Option<Instant>,
     /// Messages dropped because the ring was full or the send queue saturated.
     dropped: u64,
 }
@@ -257,9 +267,11 @@ impl RdmaNet {
             peers.insert(
                 peer,
                 OutPeer {
+                    id: peer,
                     ready,
                     connected,
                     writer: None,
+                    saturated_since: None,
                     dropped: 0,
                 },
             );
@@ -274,8 +286,27 @@ impl RdmaNet {
 
 impl OutPeer {
     fn disconnect(&mut self) {
+        if self.writer.is_some() {
+            eprintln!(
+                "keel rdma: ring to replica {} failed; reconnecting",
+                self.id
+            );
+        }
         self.writer = None;
+        self.saturated_since = None;
         self.connected.store(false, Ordering::Release);
+    }
+
+    /// Counts a dropped message; reports the first and every 1024th.
+    fn drop_one(&mut self, why: &str) {
+        if self.dropped.is_multiple_of(1024) {
+            eprintln!(
+                "keel rdma: message to replica {} dropped ({why}); {} dropped so far",
+                self.id,
+                self.dropped + 1
+            );
+        }
+        self.dropped += 1;
     }
 
     /// The live writer, taking a freshly dialed ring if the loop holds none.
@@ -318,13 +349,26 @@ impl Net for RdmaNet {
                 return;
             }
             if !has_room(writer, frame) {
-                peer.dropped += 1;
+                // Completions stopped coming: the peer is gone (a dead process's queue pair
+                // may never fail our writes). Tear down and redial after a while.
+                let since = *peer.saturated_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STUCK_AFTER {
+                    peer.disconnect();
+                } else {
+                    peer.drop_one("send queue saturated");
+                }
                 return;
             }
         }
+        peer.saturated_since = None;
+        let Some(writer) = peer.writer.as_mut() else {
+            return;
+        };
         match writer.write(0, 0, &self.scratch) {
             Ok(_) => {}
-            Err(AppendError::Full { .. } | AppendError::TooLarge { .. }) => peer.dropped += 1,
+            Err(e @ (AppendError::Full { .. } | AppendError::TooLarge { .. })) => {
+                peer.drop_one(&e.to_string());
+            }
             Err(AppendError::Backend(_) | AppendError::HeadOutOfRange { .. }) => peer.disconnect(),
         }
     }
@@ -413,6 +457,7 @@ fn receive_loop(listener: RingListener, inbox: &Inbox, signal: &Signal, health: 
     let mut reported = false;
     let mut last_check = Instant::now();
     let backoff = Backoff::new();
+    let mut nap = IDLE_NAP_MIN;
     while !health.stopping() {
         let polled = reader.poll(POLL_FRAMES, |frame| match decode_message(frame.payload) {
             Ok(msg) => batch.push((from, msg)),
@@ -431,6 +476,7 @@ fn receive_loop(listener: RingListener, inbox: &Inbox, signal: &Signal, health: 
         match polled {
             Ok(n) if n > 0 => {
                 backoff.reset();
+                nap = IDLE_NAP_MIN;
                 continue;
             }
             Ok(_) => {}
@@ -460,7 +506,10 @@ fn receive_loop(listener: RingListener, inbox: &Inbox, signal: &Signal, health: 
             }
         }
         if backoff.is_completed() {
-            std::thread::sleep(Duration::from_micros(200));
+            // Idle: sleep, longer the longer the ring stays quiet (a busy ring never gets
+            // here), so idle receivers leave the cores to the loops.
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(IDLE_NAP_MAX);
         } else {
             backoff.snooze();
         }
