@@ -4,7 +4,8 @@
 //! ```toml
 //! id = 1                        # this replica's id; must be one of the members
 //! data_dir = "/var/lib/keel/1"  # persistence log and checkpoints
-//! transport = "tcp"             # "tcp" (any hosts) or "shm" (processes on one host)
+//! transport = "tcp"             # "tcp" (any hosts), "shm" (processes on one host) or "rdma"
+//! # rdma_device = "rxe0"         # with transport = "rdma" (cargo feature `rdma`): the verbs device
 //!
 //! [[members]]
 //! id = 1
