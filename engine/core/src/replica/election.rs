@@ -86,6 +86,12 @@ impl Replica {
             to: from,
             msg: Message::PreVoteReply { ballot, granted },
         });
+        // Reference: a pre-vote changes no state at the voter (no promise, no timer).
+        contract!(
+            self,
+            self.promised < ballot,
+            "pre-vote {ballot} granted at or below promise"
+        );
     }
 
     pub(super) fn on_pre_vote_reply(
@@ -474,6 +480,22 @@ impl Replica {
     }
 
     pub(super) fn on_nack(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Command>) {
+        let promised_before = self.promised;
+        self.on_nack_inner(ballot, promised, out);
+        contract!(
+            self,
+            self.promised == promised_before,
+            "a refusal changed our promise"
+        );
+        contract!(
+            self,
+            self.max_round_seen >= promised.round,
+            "refusal round {} not remembered",
+            promised.round
+        );
+    }
+
+    fn on_nack_inner(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Command>) {
         self.max_round_seen = self.max_round_seen.max(promised.round);
         if promised <= ballot {
             return; // a lease guard, not a newer ballot: the candidate retries after its timeout
@@ -558,5 +580,10 @@ impl Replica {
         }
         self.step_down(None, out);
         self.election_deadline = self.now + 2 * self.config.election_timeout_max_ticks;
+        contract!(
+            self,
+            self.leader_ballot().is_none(),
+            "still leading after relinquishing"
+        );
     }
 }

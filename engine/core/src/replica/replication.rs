@@ -156,6 +156,12 @@ impl Replica {
             });
             l.next_send += 1;
         }
+        contract!(
+            self,
+            l.next_send <= commit + window + 1,
+            "pipeline window exceeded: next send {} with commit {commit}",
+            l.next_send
+        );
         if !batch.is_empty() {
             self.send_entries(batch, out);
         }
@@ -662,6 +668,12 @@ impl Replica {
                 commit: self.commit,
             },
         });
+        contract!(
+            self,
+            self.config.lease_ticks == 0
+                || self.lease_guard_until >= self.now + self.config.lease_ticks,
+            "acknowledged a heartbeat of {ballot} without guarding its lease"
+        );
         if self.commit < commit {
             out.push(Command::Send {
                 to: from,
@@ -771,6 +783,11 @@ impl Replica {
                 },
             });
         }
+        contract!(
+            self,
+            self.applied == self.commit,
+            "learned values left unapplied"
+        );
     }
 
     pub(super) fn on_install_snapshot(
