@@ -367,6 +367,12 @@ impl Replica {
         if !required.iter().all(|m| m.is_quorum(&promisers)) {
             return;
         }
+        if !self.is_voter() {
+            // Catch-up during the campaign showed we are no longer a voter: do not lead.
+            let hint = self.leader_hint;
+            self.step_down(hint, out);
+            return;
+        }
         self.become_leader(own, out);
     }
 
@@ -461,6 +467,7 @@ impl Replica {
             lease_held: false,
             reads: VecDeque::new(),
             transfer: None,
+            change_ids: BTreeMap::new(),
         };
         self.leader_hint = Some(self.id);
         self.role = RoleState::Leader(Box::new(leader));

@@ -1308,3 +1308,50 @@ proptest::proptest! {
         run_cluster(seed, 3, 1500, seed % 2 == 0);
     }
 }
+
+#[test]
+fn relinquishing_aborts_queued_and_in_flight_work() {
+    let mut r = elect_r1();
+    let change = MembershipChange::AddLearner(id(4));
+    let out = r.step_collect(Event::ChangeMembership {
+        id: ProposalId(40),
+        change,
+    });
+    assert!(out.iter().any(|c| matches!(
+        c,
+        Command::Send {
+            msg: Message::Accept { .. },
+            ..
+        }
+    )));
+    r.step_collect(Event::Propose {
+        id: ProposalId(41),
+        payload: vec![1],
+    });
+    r.step_collect(Event::Read { id: ReadId(42) });
+    let out = r.step_collect(Event::Relinquish);
+    let lost = AbortReason::LeadershipLost { hint: None };
+    assert_eq!(
+        out,
+        vec![
+            Command::ProposalAborted {
+                id: ProposalId(40),
+                reason: lost.clone()
+            },
+            Command::ProposalAborted {
+                id: ProposalId(41),
+                reason: lost
+            },
+            Command::ReadRefused {
+                id: ReadId(42),
+                reason: ReadRefusal::NotLeader { hint: None }
+            },
+            Command::RoleChanged {
+                role: Role::Follower,
+                ballot: b(1, 1),
+                leader: None
+            },
+        ]
+    );
+    r.validate();
+}
