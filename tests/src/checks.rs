@@ -53,6 +53,8 @@ struct SlotVotes {
 /// Checker state across a run.
 #[derive(Debug)]
 pub struct Checker {
+    /// RSL alpha: a membership decree at slot k governs slots >= k + alpha.
+    pub alpha: u64,
     initial: Membership,
     /// Memberships by the slot of their decree (govern the slots after it).
     memberships: BTreeMap<Slot, Membership>,
@@ -89,6 +91,7 @@ impl Checker {
             durable_promise: BTreeMap::new(),
             reads: BTreeMap::new(),
             lease_seen: Vec::new(),
+            alpha: 1,
         }
     }
 
@@ -117,7 +120,7 @@ impl Checker {
         }
         Some(
             self.memberships
-                .range(..slot)
+                .range(..=slot.saturating_sub(self.alpha))
                 .next_back()
                 .map_or(&self.initial, |(_, m)| m),
         )
