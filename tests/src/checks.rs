@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_core::{Ballot, Decree, Membership, PersistOp, ReadId, Replica, Role, Slot};
+use keel_core::{Ballot, Decree, Membership, PersistOp, ReadId, Replica, Slot};
 
 /// A short description of a decree for failure messages: proposals by id with their decoded
 /// key-value command, memberships by their voters and learners.
@@ -330,9 +330,6 @@ impl Checker {
             }
         }
     }
-
-    /// Replica `id` reported a role.
-    pub fn on_role(&mut self, _id: u64, _role: Role, _ballot: Ballot) {}
 
     /// A membership decree at `slot` was applied somewhere.
     pub fn on_membership(&mut self, slot: Slot, membership: Membership) {
