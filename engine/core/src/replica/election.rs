@@ -33,7 +33,7 @@ impl Replica {
             deadline,
         });
         let voters: Vec<ReplicaId> = self
-            .latest_membership()
+            .governing()
             .voters
             .iter()
             .copied()
@@ -81,11 +81,17 @@ impl Replica {
         let granted = !leader_alive
             && self.now >= self.lease_guard_until
             && commit >= self.commit
-            && self.latest_membership().voters.contains(&from);
+            && self.governing().voters.contains(&from);
         out.push(Command::Send {
             to: from,
             msg: Message::PreVoteReply { ballot, granted },
         });
+        // Reference: a pre-vote changes no state at the voter (no promise, no timer).
+        contract!(
+            self,
+            self.promised < ballot,
+            "pre-vote {ballot} granted at or below promise"
+        );
     }
 
     pub(super) fn on_pre_vote_reply(
@@ -109,7 +115,7 @@ impl Replica {
         let RoleState::PreCandidate(p) = &self.role else {
             return;
         };
-        if !self.latest_membership().is_quorum(&p.grants) {
+        if !self.governing().is_quorum(&p.grants) {
             return;
         }
         let ballot = p.ballot;
@@ -142,7 +148,10 @@ impl Replica {
         );
         let token = self.raise_promise(ballot, out);
         let from_slot = self.commit + 1;
-        let voters: BTreeSet<ReplicaId> = self.membership_at(from_slot).voters.clone();
+        let mut voters: BTreeSet<ReplicaId> = self.membership_at(from_slot).voters.clone();
+        for m in self.configs.range(from_slot + 1..).map(|(_, m)| m) {
+            voters.extend(m.voters.iter().copied());
+        }
         let deadline = self.now + self.rng_timeout();
         let mut contacted = BTreeSet::new();
         for &to in voters.iter().filter(|v| **v != self.id) {
@@ -348,12 +357,20 @@ impl Replica {
             }
         }
         let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        // Chosen memberships not yet in force govern slots this phase 1 covers.
+        required.extend(self.configs.range(c.from_slot + 1..).map(|(_, m)| m));
         for (_, d) in highest.values() {
             if let Decree::Membership(m) = d {
                 required.push(m);
             }
         }
         if !required.iter().all(|m| m.is_quorum(&promisers)) {
+            return;
+        }
+        if !self.is_voter() {
+            // Catch-up during the campaign showed we are no longer a voter: do not lead.
+            let hint = self.leader_hint;
+            self.step_down(hint, out);
             return;
         }
         self.become_leader(own, out);
@@ -437,7 +454,7 @@ impl Replica {
             );
         }
         let next_slot = in_flight.keys().next_back().map_or(first, |s| s + 1);
-        let mut leader = Leader {
+        let leader = Leader {
             ballot: c.ballot,
             next_slot,
             next_send: first,
@@ -450,16 +467,16 @@ impl Replica {
             lease_held: false,
             reads: VecDeque::new(),
             transfer: None,
+            change_ids: BTreeMap::new(),
         };
-        for id in self
-            .membership_at(c.from_slot)
-            .members()
-            .filter(|m| *m != self.id)
-        {
-            leader.peers.insert(id, Peer::default());
-        }
         self.leader_hint = Some(self.id);
         self.role = RoleState::Leader(Box::new(leader));
+        let targets = self.leader_targets();
+        if let RoleState::Leader(l) = &mut self.role {
+            for id in targets {
+                l.peers.insert(id, Peer::default());
+            }
+        }
         self.pump(out);
         self.broadcast_heartbeat(out);
         contract!(
@@ -470,6 +487,22 @@ impl Replica {
     }
 
     pub(super) fn on_nack(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Command>) {
+        let promised_before = self.promised;
+        self.on_nack_inner(ballot, promised, out);
+        contract!(
+            self,
+            self.promised == promised_before,
+            "a refusal changed our promise"
+        );
+        contract!(
+            self,
+            self.max_round_seen >= promised.round,
+            "refusal round {} not remembered",
+            promised.round
+        );
+    }
+
+    fn on_nack_inner(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Command>) {
         self.max_round_seen = self.max_round_seen.max(promised.round);
         if promised <= ballot {
             return; // a lease guard, not a newer ballot: the candidate retries after its timeout
@@ -511,7 +544,7 @@ impl Replica {
     pub(super) fn on_transfer_leadership(&mut self, to: ReplicaId, out: &mut Vec<Command>) {
         let now = self.now;
         let timeout = self.config.transfer_timeout_ticks;
-        let is_voter = self.latest_membership().voters.contains(&to);
+        let is_voter = self.governing().voters.contains(&to);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -554,5 +587,10 @@ impl Replica {
         }
         self.step_down(None, out);
         self.election_deadline = self.now + 2 * self.config.election_timeout_max_ticks;
+        contract!(
+            self,
+            self.leader_ballot().is_none(),
+            "still leading after relinquishing"
+        );
     }
 }
