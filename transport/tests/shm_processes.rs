@@ -1,0 +1,167 @@
+//! The shared-memory ring across real processes: this binary re-runs itself as the leader
+//! (writer) child while the parent is the follower (reader).
+//!
+//! `harness = false`: `main` runs the scenarios, or the child role when called with
+//! `--child <role> <ring path>`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use keel_transport::handshake::HandshakeConfig;
+use keel_transport::ring::{AppendError, RingConfig, RingReader, RingWriter};
+use keel_transport::shm::{ShmError, ShmRing};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+const CLUSTER: u64 = 0xC1;
+const FOLLOWER: u64 = 2;
+const LEADER: u64 = 1;
+const FRAMES: u64 = 20_000;
+const CAPACITY: usize = 1 << 16;
+const EXIT_REFUSED: i32 = 3;
+
+fn members() -> Vec<u64> {
+    vec![1, 2, 3]
+}
+
+fn payload(slot: u64) -> Vec<u8> {
+    let len = (slot % 300) as usize;
+    (0..len).map(|i| (slot as usize * 13 + i) as u8).collect()
+}
+
+fn ring_config(epoch: u64) -> RingConfig {
+    RingConfig {
+        epoch,
+        max_payload: 1024,
+    }
+}
+
+fn child(role: &str, path: &Path) -> i32 {
+    let (cluster, epoch) = match role {
+        "leader" => (CLUSTER, 77),
+        "stranger" => (CLUSTER + 1, 78),
+        other => panic!("unknown child role {other}"),
+    };
+    let me = HandshakeConfig::new(cluster, LEADER, members());
+    let (ring, peer) = match ShmRing::open(path, &me, FOLLOWER, epoch) {
+        Ok(opened) => opened,
+        Err(ShmError::Handshake(e)) => {
+            eprintln!("child {role}: refused: {e}");
+            return EXIT_REFUSED;
+        }
+        Err(e) => panic!("child {role}: open failed: {e}"),
+    };
+    assert_eq!(peer.member_id, FOLLOWER);
+    let mut writer = RingWriter::new(ring.into_sink(), ring_config(epoch));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for slot in 0..FRAMES {
+        let body = payload(slot);
+        loop {
+            match writer.send(5, slot, &body) {
+                Ok(_) => break,
+                Err(AppendError::Full { .. }) => {
+                    assert!(Instant::now() < deadline, "follower stopped reading");
+                    std::hint::spin_loop();
+                }
+                Err(e) => panic!("append {slot}: {e}"),
+            }
+        }
+    }
+    // The follower's head, mirrored back, is the acknowledgement: wait until all consumed.
+    while writer.refresh_head().unwrap() != CAPACITY {
+        assert!(
+            Instant::now() < deadline,
+            "follower never consumed everything"
+        );
+        std::thread::yield_now();
+    }
+    0
+}
+
+fn spawn(role: &str, path: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--child", role])
+        .arg(path)
+        .spawn()
+        .unwrap()
+}
+
+fn wait(mut child: std::process::Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("child did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn ring_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+/// A leader process streams 20 000 frames through a follower's ring; the follower receives
+/// every one, in order, unchanged; the leader sees them acknowledged through the head.
+fn frames_cross_processes_in_order() {
+    let dir = ring_dir();
+    let path: PathBuf = dir.path().join("ring");
+    let me = HandshakeConfig::new(CLUSTER, FOLLOWER, members());
+    let pending = ShmRing::create(&path, CAPACITY, &me).unwrap();
+    let child = spawn("leader", &path);
+    let (ring, peer) = pending.accept(&me, Duration::from_secs(30)).unwrap();
+    assert_eq!((peer.member_id, peer.epoch), (LEADER, 77));
+    let mut reader = RingReader::new(ring.into_source(), ring_config(peer.epoch));
+    let mut next = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < FRAMES {
+        assert!(Instant::now() < deadline, "leader stopped at {next}");
+        reader
+            .poll(64, |f| {
+                assert_eq!(f.slot, next, "lost, duplicated or reordered");
+                assert_eq!(f.ballot, 5);
+                assert_eq!(f.payload, payload(next).as_slice());
+                next += 1;
+            })
+            .unwrap();
+    }
+    let status = wait(child);
+    assert!(status.success(), "leader child failed: {status}");
+    println!("ok: {FRAMES} frames crossed from a child process in order");
+}
+
+/// A process of another cluster is refused at open and never gets a ring end; the
+/// follower never sees a hello.
+fn stranger_process_is_refused() {
+    let dir = ring_dir();
+    let path = dir.path().join("ring");
+    let me = HandshakeConfig::new(CLUSTER, FOLLOWER, members());
+    let pending = ShmRing::create(&path, 4096, &me).unwrap();
+    let status = wait(spawn("stranger", &path));
+    assert_eq!(status.code(), Some(EXIT_REFUSED), "stranger not refused");
+    assert!(matches!(
+        pending.accept(&me, Duration::from_millis(20)),
+        Err(ShmError::HandshakeTimeout { .. })
+    ));
+    println!("ok: a process of another cluster was refused");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        std::process::exit(child(&args[2], Path::new(&args[3])));
+    }
+    // `cargo test -- <filter>` passes filters; run everything unless only listing.
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    frames_cross_processes_in_order();
+    stranger_process_is_refused();
+}
