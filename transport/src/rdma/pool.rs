@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest wait for a completion before the device is declared stuck (the queue pair's own
-/// retry budget, 8 tries of about 17 ms, is far shorter).
-pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(5);
+/// retry budget, 8 tries of about 67 ms, is far shorter).
+pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Spins a little, then yields: soft-RoCE does its work in kernel context on the same CPUs,
 /// and a pure spin on a machine with few cores starves it.
