@@ -431,12 +431,17 @@ mod with_rdma {
         run_reconnect(&device_name).unwrap();
     }
 
+    /// The leader breaks its queue pair before slot 150; the follower breaks its own after
+    /// delivering this many frames.
+    const FOLLOWER_BREAKS_AT: usize = 300;
+
     /// Follower loop: deliver frames; when the connection breaks, drain and re-accept.
     fn reconnecting_follower(mut listener: RingListener, total: u64) -> Result<(Vec<u64>, u32)> {
         let source = listener.accept()?;
         let mut reader: RingReader<RdmaRingSource> = RingReader::new(source, ring_config());
         let mut delivered = Vec::new();
         let mut reconnects = 0;
+        let mut broke = false;
         let deadline = Instant::now() + Duration::from_secs(60);
         while (delivered.len() as u64) < total {
             ensure!(
@@ -444,6 +449,12 @@ mod with_rdma {
                 "follower timed out, delivered {}",
                 delivered.len()
             );
+            if delivered.len() >= FOLLOWER_BREAKS_AT && !broke {
+                // The follower's side fails now: its queue pair goes to the error state, so
+                // the leader's writes are no longer acknowledged and fail after retries.
+                reader.source().write_queue().queue_pair().set_error()?;
+                broke = true;
+            }
             let polled = reader.poll(64, |f| delivered.push(f.slot));
             let idle = match polled {
                 Ok(n) => n == 0,
@@ -498,6 +509,9 @@ mod with_rdma {
                         "backend error on a healthy queue pair: {e}"
                     );
                     errors_seen += 1;
+                    eprintln!(
+                        "leader: queue-pair error reported at slot {slot}: {e:?}; reconnecting"
+                    );
                     // Reconnect: the follower reports the position it consumed up to; frames at
                     // or above it are written again.
                     let mut sink = writer.into_sink();
@@ -513,7 +527,12 @@ mod with_rdma {
             }
         }
         let (delivered, reconnects) = follower.join().expect("follower thread")?;
-        ensure!(errors_seen >= 1, "the queue-pair error was never reported");
+        // One error for the leader's own broken queue pair, one for the follower's (a write
+        // that was never acknowledged: retries exceeded).
+        ensure!(
+            errors_seen == 2,
+            "{errors_seen} queue-pair errors reported, expected 2"
+        );
         ensure!(
             reconnects as usize == errors_seen,
             "reconnects {reconnects} vs errors {errors_seen}"
