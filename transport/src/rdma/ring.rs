@@ -11,7 +11,7 @@
 //! once the follower sees the tail, the frame bytes below it are in its memory. Rule 3: the
 //! follower posts the head write after it has finished reading the frames below the head.
 //!
-//! Set-up (over TCP, leader dials): the ring handshake ([`crate::handshake`]) runs first; only a
+//! Set-up (over TCP, leader dials): the ring handshake ([`crate::handshake`](mod@crate::handshake)) runs first; only a
 //! peer that passed it receives an [`Offer`] with the ring's address and rkey. Then both ends
 //! exchange offers, connect their queue pairs (INIT, RTR, RTS) and sync a ready byte.
 //!
@@ -27,7 +27,7 @@ use super::error::RdmaError;
 use super::memory::{Mapping, MemorySource};
 use super::oob::{self, Offer};
 use super::pool::{RemoteRegion, WriteQueue};
-use super::verbs::{Access, Context, MemoryRegion, ProtectionDomain, QpEndpoint};
+use super::verbs::{Access, Context, MemoryRegion, ProtectionDomain};
 use crate::handshake::{HandshakeConfig, Peer, Role, handshake};
 use crate::ring::{RingSink, RingSource};
 use std::io;
@@ -694,13 +694,5 @@ impl RingSource for RdmaRingSource {
             self.wq.drain()?;
         }
         Ok(())
-    }
-}
-
-/// Connection details for tests: the queue pair endpoint of the source.
-impl RdmaRingSource {
-    /// Our queue pair's endpoint.
-    pub fn endpoint(&self) -> QpEndpoint {
-        self.wq.endpoint()
     }
 }
