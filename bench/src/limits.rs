@@ -1,0 +1,833 @@
+//! The machine's own limits, measured in the same run as the figures compared with them.
+//!
+//! - `cacheline-rtt`: two threads pinned to two cores bounce one cache line (an `AtomicU64` on
+//!   its own 128-byte line), both spinning. Each round trip is timed (the histogram includes
+//!   one `Instant::now` pair); the untimed mean of a second pass is given in `extra`.
+//! - `tcp-rtt-<n>B-busy` / `-blocking`: a TCP ping-pong of `n` bytes over loopback between two
+//!   pinned threads, `TCP_NODELAY`, either spinning on non-blocking sockets or blocking in
+//!   `read`.
+//! - `fdatasync-4KiB-overwrite`: `pwrite` of 4 KiB at offset 0 of a preallocated (written and
+//!   synced) file, then `fdatasync`.
+//! - `pwrite-fdatasync-<n>B`: `pwrite` of `n` bytes at consecutive offsets that wrap within a
+//!   preallocated region, each followed by `fdatasync`: the bare loop a durable log is held to.
+//! - `ib-write-rtt-<n>B`: perftest's `ib_write_lat` on the RDMA device, when one exists and
+//!   perftest is installed.
+//!
+//! Every measurement runs a warm-up of a fifth of its duration first, which is not recorded.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::progress::{Counter, Progress};
+use crate::report::{Limit, LimitOutcome, Skipped};
+use crate::stats::{Latencies, StatsError, Summary};
+
+/// Errors from measuring a limit.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// Creating a histogram failed.
+    #[error("latency histogram")]
+    Stats(#[from] StatsError),
+    /// A measuring thread panicked.
+    #[error("the {0} measuring thread panicked")]
+    ThreadPanicked(&'static str),
+    /// The TCP ping-pong failed.
+    #[error("TCP ping-pong on loopback")]
+    Tcp(#[source] std::io::Error),
+    /// Preparing or writing the file for the fdatasync limit failed.
+    #[error("pwrite/fdatasync on {path}")]
+    File {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How long and where the limits run.
+#[derive(Clone, Debug)]
+pub struct LimitOptions {
+    /// Recorded length of each measurement (a warm-up of a fifth of it runs first).
+    pub duration: Duration,
+    /// The two cores the pairs of threads are pinned to (`None`: the first two available).
+    pub cores: Option<(usize, usize)>,
+    /// No progress lines.
+    pub quiet: bool,
+}
+
+/// Name of the cache-line round-trip limit.
+pub const CACHELINE_RTT: &str = "cacheline-rtt";
+/// Name of the 4 KiB overwrite + fdatasync limit.
+pub const FDATASYNC_4K_OVERWRITE: &str = "fdatasync-4KiB-overwrite";
+
+/// Name of the TCP ping-pong limit for `size` bytes.
+pub fn tcp_rtt_name(size: usize, busy_poll: bool) -> String {
+    format!(
+        "tcp-rtt-{}-{}",
+        size_label(size),
+        if busy_poll { "busy" } else { "blocking" }
+    )
+}
+
+/// Name of the bare pwrite + fdatasync limit for `size` bytes.
+pub fn pwrite_fdatasync_name(size: usize) -> String {
+    format!("pwrite-fdatasync-{}", size_label(size))
+}
+
+/// Name of the `ib_write_lat` round-trip limit for `size` bytes.
+pub fn ib_write_rtt_name(size: usize) -> String {
+    format!("ib-write-rtt-{}", size_label(size))
+}
+
+/// `64B`, `1KiB`, `64KiB`, ...
+pub fn size_label(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{}KiB", size / 1024)
+    } else {
+        format!("{size}B")
+    }
+}
+
+/// The cores this process may run on, read once (before any thread pins itself, since the
+/// list is read from the calling thread's affinity mask).
+pub fn all_cores() -> &'static [core_affinity::CoreId] {
+    static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
+    CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default())
+}
+
+/// Runs `f` on a fresh thread (so pinning it never pins the caller) and returns its result.
+pub fn on_own_thread<T: Send>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, LimitError> {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .map_err(|_| LimitError::ThreadPanicked(what))
+    })
+}
+
+/// The pair of cores to pin two threads to, and a note saying what was done.
+pub fn core_pair(cores: Option<(usize, usize)>) -> (Option<(usize, usize)>, String) {
+    let ids = all_cores();
+    match cores {
+        Some((a, b)) => (Some((a, b)), format!("threads pinned to cores {a} and {b}")),
+        None if ids.len() >= 2 => (
+            Some((ids[0].id, ids[1].id)),
+            format!("threads pinned to cores {} and {}", ids[0].id, ids[1].id),
+        ),
+        None => (
+            None,
+            format!(
+                "only {} core(s) visible: threads not pinned, figures are scheduler-bound",
+                ids.len()
+            ),
+        ),
+    }
+}
+
+/// Pins the calling thread to `core` (best effort; returns whether it worked).
+pub fn pin(core: Option<usize>) -> bool {
+    match core {
+        Some(id) => core_affinity::set_for_current(core_affinity::CoreId { id }),
+        None => false,
+    }
+}
+
+/// Spins until `done()` holds; after many fruitless spins yields the CPU, so that a peer sharing
+/// the core (one-CPU machines, oversubscribed hosts) gets to run.
+#[inline]
+pub fn spin_until(mut done: impl FnMut() -> bool) {
+    let mut spins: u32 = 0;
+    while !done() {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(1 << 16) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+const STOP: u64 = u64::MAX;
+
+/// Measures the cache-line round trip between two pinned spinning threads.
+pub fn cacheline_rtt(opts: &LimitOptions) -> Result<Limit, LimitError> {
+    all_cores();
+    on_own_thread("cache-line ping", || cacheline_rtt_pinned(opts))?
+}
+
+fn cacheline_rtt_pinned(opts: &LimitOptions) -> Result<Limit, LimitError> {
+    let (pair, pin_note) = core_pair(opts.cores);
+    let line = Arc::new(Line(AtomicU64::new(0)));
+    let ponger = {
+        let line = Arc::clone(&line);
+        std::thread::spawn(move || {
+            pin(pair.map(|p| p.1));
+            let mut expect = 1u64;
+            loop {
+                let mut seen = 0;
+                spin_until(|| {
+                    seen = line.0.load(Ordering::Acquire);
+                    seen == expect || seen == STOP
+                });
+                if seen == STOP {
+                    break;
+                }
+                line.0.store(seen + 1, Ordering::Release);
+                expect += 2;
+            }
+        })
+    };
+    pin(pair.map(|p| p.0));
+    let counter: Counter = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(CACHELINE_RTT, Arc::clone(&counter), opts.quiet);
+    let mut lat = Latencies::new()?;
+    let mut next = 1u64;
+    let mut round_trip = |timed: bool, lat: &mut Latencies| {
+        let t0 = timed.then(Instant::now);
+        line.0.store(next, Ordering::Release);
+        let want = next + 1;
+        spin_until(|| line.0.load(Ordering::Acquire) == want);
+        next += 2;
+        if let Some(t0) = t0 {
+            lat.record(t0.elapsed());
+        }
+    };
+    // Warm-up, then the timed pass.
+    let warm_end = Instant::now() + opts.duration / 5;
+    while Instant::now() < warm_end {
+        round_trip(false, &mut lat);
+    }
+    let start = Instant::now();
+    let end = start + opts.duration;
+    let mut n = 0u64;
+    loop {
+        round_trip(true, &mut lat);
+        n += 1;
+        if n.is_multiple_of(1024) {
+            counter.store(n, Ordering::Relaxed);
+            if Instant::now() >= end {
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    // Untimed pass: as many round trips, timed as a whole.
+    let untimed_start = Instant::now();
+    for _ in 0..n {
+        round_trip(false, &mut lat);
+    }
+    let untimed = untimed_start.elapsed();
+    line.0.store(STOP, Ordering::Release);
+    drop(progress);
+    ponger
+        .join()
+        .map_err(|_| LimitError::ThreadPanicked("cache-line pong"))?;
+    let clock_ns = clock_overhead_ns();
+    let mut extra = BTreeMap::new();
+    extra.insert(
+        "untimed_mean_ns".to_string(),
+        untimed.as_nanos() as f64 / n as f64,
+    );
+    extra.insert("clock_read_pair_ns".to_string(), clock_ns);
+    Ok(Limit {
+        name: CACHELINE_RTT.into(),
+        description: "cache-line round trip between two threads, both spinning".into(),
+        summary: lat.summary(elapsed),
+        curve: lat.percentile_curve(),
+        extra,
+        notes: vec![
+            pin_note,
+            "per-op figures include one Instant::now pair (clock_read_pair_ns); \
+             untimed_mean_ns does not"
+                .into(),
+        ],
+    })
+}
+
+/// Cost of two back-to-back `Instant::now` calls, in nanoseconds (mean of 100k).
+pub fn clock_overhead_ns() -> f64 {
+    let n = 100_000u32;
+    let start = Instant::now();
+    let mut sink = start;
+    for _ in 0..n {
+        sink = std::hint::black_box(Instant::now());
+    }
+    let _ = std::hint::black_box(sink);
+    start.elapsed().as_nanos() as f64 / f64::from(n) * 2.0
+}
+
+/// Reads exactly `buf.len()` bytes; on a non-blocking socket spins on `WouldBlock`. Returns
+/// `false` on end of stream before the first byte.
+pub fn read_exact_spin(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes all of `buf`; on a non-blocking socket spins on `WouldBlock`.
+pub fn write_all_spin(stream: &mut TcpStream, buf: &[u8]) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        match stream.write(&buf[sent..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Measures a TCP ping-pong of `size` bytes over loopback.
+pub fn tcp_rtt(size: usize, busy_poll: bool, opts: &LimitOptions) -> Result<Limit, LimitError> {
+    assert!(size > 0, "a ping-pong needs at least one byte");
+    all_cores();
+    on_own_thread("TCP ping", || tcp_rtt_pinned(size, busy_poll, opts))?
+}
+
+fn tcp_rtt_pinned(size: usize, busy_poll: bool, opts: &LimitOptions) -> Result<Limit, LimitError> {
+    let name = tcp_rtt_name(size, busy_poll);
+    let (pair, pin_note) = core_pair(opts.cores);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(LimitError::Tcp)?;
+    let addr = listener.local_addr().map_err(LimitError::Tcp)?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        pin(pair.map(|p| p.1));
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        s.set_nonblocking(busy_poll)?;
+        let mut buf = vec![0u8; size];
+        while read_exact_spin(&mut s, &mut buf)? {
+            write_all_spin(&mut s, &buf)?;
+        }
+        Ok(())
+    });
+    pin(pair.map(|p| p.0));
+    let mut c = TcpStream::connect(addr).map_err(LimitError::Tcp)?;
+    c.set_nodelay(true).map_err(LimitError::Tcp)?;
+    c.set_nonblocking(busy_poll).map_err(LimitError::Tcp)?;
+    let mut buf = vec![0xA5u8; size];
+    let counter: Counter = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(&name, Arc::clone(&counter), opts.quiet);
+    let mut lat = Latencies::new()?;
+    let ping = |c: &mut TcpStream, buf: &mut Vec<u8>| -> std::io::Result<()> {
+        write_all_spin(c, buf)?;
+        if !read_exact_spin(c, buf)? {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    };
+    let warm_end = Instant::now() + opts.duration / 5;
+    while Instant::now() < warm_end {
+        ping(&mut c, &mut buf).map_err(LimitError::Tcp)?;
+    }
+    let start = Instant::now();
+    let end = start + opts.duration;
+    let mut n = 0u64;
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        ping(&mut c, &mut buf).map_err(LimitError::Tcp)?;
+        lat.record(t0.elapsed());
+        n += 1;
+        if n.is_multiple_of(256) {
+            counter.store(n, Ordering::Relaxed);
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(progress);
+    drop(c);
+    server
+        .join()
+        .map_err(|_| LimitError::ThreadPanicked("TCP echo"))?
+        .map_err(LimitError::Tcp)?;
+    Ok(Limit {
+        name,
+        description: format!(
+            "TCP loopback ping-pong of {size} bytes, TCP_NODELAY, {}",
+            if busy_poll {
+                "both sides spinning on non-blocking sockets"
+            } else {
+                "both sides blocking in read"
+            }
+        ),
+        summary: lat.summary(elapsed),
+        curve: lat.percentile_curve(),
+        extra: BTreeMap::new(),
+        notes: vec![pin_note],
+    })
+}
+
+/// The file system type of the mount holding `path` (from /proc/mounts; `unknown` if unread).
+pub fn filesystem_of(path: &Path) -> String {
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut best: Option<(usize, String)> = None;
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_dev), Some(mnt), Some(fstype)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if canonical.starts_with(mnt) && best.as_ref().is_none_or(|(len, _)| mnt.len() > *len) {
+            best = Some((mnt.len(), fstype.to_string()));
+        }
+    }
+    best.map(|b| b.1).unwrap_or_else(|| "unknown".into())
+}
+
+/// A scratch file in a directory, removed on drop.
+pub struct ScratchFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl ScratchFile {
+    /// Creates `dir/.keel-bench-<pid>-<tag>` and fills `len` bytes of it with zeros, synced, so
+    /// that later writes overwrite allocated, written blocks (no metadata journal commits).
+    pub fn preallocated(dir: &Path, tag: &str, len: u64) -> Result<Self, LimitError> {
+        let path = dir.join(format!(".keel-bench-{}-{tag}", std::process::id()));
+        let err = |source| LimitError::File {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(err)?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < len {
+            let n = (len - off).min(chunk.len() as u64) as usize;
+            file.write_all_at(&chunk[..n], off).map_err(err)?;
+            off += n as u64;
+        }
+        file.sync_all().map_err(err)?;
+        Ok(Self { path, file })
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        // Best effort: a leftover scratch file is only litter.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn sync_loop(
+    name: &str,
+    scratch: &ScratchFile,
+    size: usize,
+    region: u64,
+    sequential: bool,
+    opts: &LimitOptions,
+) -> Result<(Summary, Vec<(f64, f64)>), LimitError> {
+    let err = |source| LimitError::File {
+        path: scratch.path().display().to_string(),
+        source,
+    };
+    let buf = vec![0x5Au8; size];
+    let slots = (region / size as u64).max(1);
+    let counter: Counter = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(name, Arc::clone(&counter), opts.quiet);
+    let mut lat = Latencies::new()?;
+    let mut i = 0u64;
+    let one = |i: u64| -> std::io::Result<()> {
+        let off = if sequential {
+            (i % slots) * size as u64
+        } else {
+            0
+        };
+        scratch.file().write_all_at(&buf, off)?;
+        scratch.file().sync_data()
+    };
+    let warm_end = Instant::now() + opts.duration / 5;
+    while Instant::now() < warm_end {
+        one(i).map_err(err)?;
+        i += 1;
+    }
+    let start = Instant::now();
+    let end = start + opts.duration;
+    let mut n = 0u64;
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        one(i).map_err(err)?;
+        lat.record(t0.elapsed());
+        i += 1;
+        n += 1;
+        counter.store(n, Ordering::Relaxed);
+    }
+    let elapsed = start.elapsed();
+    drop(progress);
+    Ok((lat.summary(elapsed), lat.percentile_curve()))
+}
+
+/// Measures `pwrite` of 4 KiB at offset 0 of a preallocated file + `fdatasync`.
+pub fn fdatasync_overwrite_4k(dir: &Path, opts: &LimitOptions) -> Result<Limit, LimitError> {
+    let scratch = ScratchFile::preallocated(dir, "fdatasync-4k", 1 << 20)?;
+    let (summary, curve) = sync_loop(FDATASYNC_4K_OVERWRITE, &scratch, 4096, 4096, false, opts)?;
+    Ok(Limit {
+        name: FDATASYNC_4K_OVERWRITE.into(),
+        description: "pwrite 4 KiB at offset 0 of a preallocated file, then fdatasync".into(),
+        summary,
+        curve,
+        extra: BTreeMap::new(),
+        notes: vec![format!(
+            "directory {} ({})",
+            dir.display(),
+            filesystem_of(dir)
+        )],
+    })
+}
+
+/// Region a sequential pwrite+fdatasync loop of `size` bytes wraps within.
+pub fn pwrite_region(size: usize) -> u64 {
+    (16 * size as u64).max(1 << 20)
+}
+
+/// Measures the bare loop: `pwrite` of `size` bytes at consecutive offsets (wrapping within a
+/// preallocated region) each followed by `fdatasync`.
+pub fn pwrite_fdatasync(dir: &Path, size: usize, opts: &LimitOptions) -> Result<Limit, LimitError> {
+    assert!(size > 0, "a write needs at least one byte");
+    let name = pwrite_fdatasync_name(size);
+    let region = pwrite_region(size);
+    let scratch = ScratchFile::preallocated(dir, &name, region)?;
+    let (summary, curve) = sync_loop(&name, &scratch, size, region, true, opts)?;
+    Ok(Limit {
+        name,
+        description: format!(
+            "pwrite {size} bytes at consecutive offsets in a preallocated {} KiB region, then fdatasync",
+            region / 1024
+        ),
+        summary,
+        curve,
+        extra: BTreeMap::new(),
+        notes: vec![format!(
+            "directory {} ({})",
+            dir.display(),
+            filesystem_of(dir)
+        )],
+    })
+}
+
+/// RDMA devices listed under /sys/class/infiniband.
+pub fn rdma_devices() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/infiniband")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Figures parsed from one `ib_write_lat` result line (microseconds, one way: perftest reports
+/// half the round trip).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerftestLat {
+    /// Message size.
+    pub bytes: u64,
+    /// Iterations.
+    pub iterations: u64,
+    /// t_min.
+    pub min_us: f64,
+    /// t_max.
+    pub max_us: f64,
+    /// t_typical (the median).
+    pub typical_us: f64,
+    /// t_avg.
+    pub avg_us: f64,
+    /// 99% percentile, when printed.
+    pub p99_us: Option<f64>,
+    /// 99.9% percentile, when printed.
+    pub p999_us: Option<f64>,
+}
+
+/// Parses the result line of perftest's latency output (the first line after the header that
+/// names `t_typical` whose fields are all numbers).
+pub fn parse_perftest_lat(output: &str) -> Option<PerftestLat> {
+    let mut lines = output.lines().skip_while(|l| !l.contains("t_typical"));
+    lines.next()?;
+    for line in lines {
+        let nums: Option<Vec<f64>> = line
+            .split_whitespace()
+            .map(|t| t.parse::<f64>().ok())
+            .collect();
+        let Some(nums) = nums else { continue };
+        if nums.len() < 7 {
+            continue;
+        }
+        return Some(PerftestLat {
+            bytes: nums[0] as u64,
+            iterations: nums[1] as u64,
+            min_us: nums[2],
+            max_us: nums[3],
+            typical_us: nums[4],
+            avg_us: nums[5],
+            p99_us: nums.get(7).copied(),
+            p999_us: nums.get(8).copied(),
+        });
+    }
+    None
+}
+
+impl PerftestLat {
+    /// The round-trip summary (every one-way figure doubled; p90 is not reported: NaN).
+    pub fn rtt_summary(&self) -> Summary {
+        let rtt = |us: f64| us * 2.0 * 1000.0;
+        let elapsed_s = self.iterations as f64 * rtt(self.avg_us) / 1e9;
+        Summary {
+            count: self.iterations,
+            elapsed_s,
+            throughput_per_s: if elapsed_s > 0.0 {
+                self.iterations as f64 / elapsed_s
+            } else {
+                f64::NAN
+            },
+            mean_ns: rtt(self.avg_us),
+            min_ns: rtt(self.min_us),
+            p50_ns: rtt(self.typical_us),
+            p90_ns: f64::NAN,
+            p99_ns: self.p99_us.map(rtt).unwrap_or(f64::NAN),
+            p999_ns: self.p999_us.map(rtt).unwrap_or(f64::NAN),
+            max_ns: rtt(self.max_us),
+        }
+    }
+}
+
+/// Runs perftest's `ib_write_lat` (server and client on this host, loopback through the
+/// device) for `size` bytes; skipped, with the reason, when there is no device or no perftest.
+pub fn ib_write_lat(device: Option<&str>, size: usize, gid_index: Option<u32>) -> LimitOutcome {
+    let name = ib_write_rtt_name(size);
+    let skip = |reason: String| {
+        LimitOutcome::Skipped(Skipped {
+            name: name.clone(),
+            reason,
+        })
+    };
+    let devices = rdma_devices();
+    let dev = match device {
+        Some(d) => d.to_string(),
+        None => match devices.first() {
+            Some(d) => d.clone(),
+            None => return skip("no RDMA device: skipped".into()),
+        },
+    };
+    if !devices.contains(&dev) {
+        return skip(format!("RDMA device {dev} not found: skipped"));
+    }
+    let port = 18515 + (std::process::id() % 1000) as u16;
+    let mut args = vec![
+        "-d".to_string(),
+        dev.clone(),
+        "-s".into(),
+        size.to_string(),
+        "-n".into(),
+        "10000".into(),
+        "-p".into(),
+        port.to_string(),
+    ];
+    if let Some(g) = gid_index {
+        args.push("-x".into());
+        args.push(g.to_string());
+    }
+    let server = Command::new("ib_write_lat")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut server = match server {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return skip(format!(
+                "RDMA device {dev} present but perftest's ib_write_lat is not installed \
+                 (apt-get install perftest): skipped"
+            ));
+        }
+        Err(e) => return skip(format!("starting ib_write_lat failed: {e}: skipped")),
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let client = Command::new("ib_write_lat")
+        .args(&args)
+        .arg("127.0.0.1")
+        .output();
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = match client {
+        Ok(o) => o,
+        Err(e) => return skip(format!("running ib_write_lat failed: {e}: skipped")),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match parse_perftest_lat(&stdout) {
+        Some(p) => LimitOutcome::Measured(Limit {
+            name,
+            description: format!(
+                "perftest ib_write_lat on {dev}, {size} bytes, client and server on this host"
+            ),
+            summary: p.rtt_summary(),
+            curve: Vec::new(),
+            extra: BTreeMap::from([("one_way_typical_us".to_string(), p.typical_us)]),
+            notes: vec![format!(
+                "ib_write_lat prints half the round trip; figures here are doubled; args {}",
+                args.join(" ")
+            )],
+        }),
+        None => skip(format!(
+            "ib_write_lat on {dev} printed no result (exit {:?}): skipped; stderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )),
+    }
+}
+
+/// Which limits `measure` runs.
+#[derive(Clone, Debug)]
+pub struct LimitSet {
+    /// The cache-line round trip.
+    pub cacheline: bool,
+    /// TCP ping-pong sizes, each busy-polling and blocking.
+    pub tcp_sizes: Vec<usize>,
+    /// Whether TCP is also measured blocking (busy-polling always is).
+    pub tcp_blocking: bool,
+    /// The directory for the fdatasync limits (`None`: none of them).
+    pub sync_dir: Option<PathBuf>,
+    /// The 4 KiB overwrite + fdatasync.
+    pub fdatasync_4k: bool,
+    /// Sizes of the bare pwrite + fdatasync loop.
+    pub pwrite_sizes: Vec<usize>,
+    /// `ib_write_lat` sizes (when a device exists).
+    pub ib_sizes: Vec<usize>,
+    /// The RDMA device (`None`: the first one).
+    pub ib_device: Option<String>,
+    /// GID index for `ib_write_lat -x` (RoCE).
+    pub ib_gid_index: Option<u32>,
+}
+
+/// Measures every limit of `set`, in order.
+pub fn measure(set: &LimitSet, opts: &LimitOptions) -> Result<Vec<LimitOutcome>, LimitError> {
+    let mut out = Vec::new();
+    if set.cacheline {
+        out.push(LimitOutcome::Measured(cacheline_rtt(opts)?));
+    }
+    for &size in &set.tcp_sizes {
+        out.push(LimitOutcome::Measured(tcp_rtt(size, true, opts)?));
+        if set.tcp_blocking {
+            out.push(LimitOutcome::Measured(tcp_rtt(size, false, opts)?));
+        }
+    }
+    if let Some(dir) = &set.sync_dir {
+        if set.fdatasync_4k {
+            out.push(LimitOutcome::Measured(fdatasync_overwrite_4k(dir, opts)?));
+        }
+        for &size in &set.pwrite_sizes {
+            out.push(LimitOutcome::Measured(pwrite_fdatasync(dir, size, opts)?));
+        }
+    }
+    for &size in &set.ib_sizes {
+        out.push(ib_write_lat(
+            set.ib_device.as_deref(),
+            size,
+            set.ib_gid_index,
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERFTEST: &str = "\
+---------------------------------------------------------------------------------------
+                    RDMA_Write Latency Test
+ Dual-port       : OFF\t\tDevice         : rxe0
+---------------------------------------------------------------------------------------
+ #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec] 
+ 64      10000          3.08           12.29        3.25                3.30             0.31            4.80                    12.29  
+---------------------------------------------------------------------------------------
+";
+
+    #[test]
+    fn parses_perftest_latency_output_and_doubles_to_a_round_trip() {
+        let p = parse_perftest_lat(PERFTEST).unwrap();
+        assert_eq!(p.bytes, 64);
+        assert_eq!(p.iterations, 10000);
+        assert_eq!(p.typical_us, 3.25);
+        assert_eq!(p.p999_us, Some(12.29));
+        let s = p.rtt_summary();
+        assert_eq!(s.p50_ns, 6500.0);
+        assert_eq!(s.mean_ns, 6600.0);
+        assert_eq!(s.p99_ns, 9600.0);
+        assert!(s.p90_ns.is_nan());
+        assert!((s.throughput_per_s - 1e9 / 6600.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn perftest_output_without_a_result_is_none() {
+        assert_eq!(
+            parse_perftest_lat("Couldn't connect to 127.0.0.1:18515\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn limit_names_carry_sizes() {
+        assert_eq!(tcp_rtt_name(64, true), "tcp-rtt-64B-busy");
+        assert_eq!(pwrite_fdatasync_name(1024), "pwrite-fdatasync-1KiB");
+        assert_eq!(pwrite_fdatasync_name(65536), "pwrite-fdatasync-64KiB");
+        assert_eq!(size_label(100), "100B");
+        assert_eq!(pwrite_region(64), 1 << 20);
+        assert_eq!(pwrite_region(1 << 20), 16 << 20);
+    }
+
+    #[test]
+    fn scratch_files_are_preallocated_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path;
+        {
+            let s = ScratchFile::preallocated(dir.path(), "t", 3 << 20).unwrap();
+            path = s.path().to_path_buf();
+            assert_eq!(s.file().metadata().unwrap().len(), 3 << 20);
+        }
+        assert!(!path.exists());
+    }
+}

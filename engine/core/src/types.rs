@@ -1,0 +1,247 @@
+//! Identifiers and the values a log slot holds.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// A replica's identity, unique in the cluster for its whole life (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ReplicaId(pub u64);
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// A log position (a "decree" in RSL's words). Slot 0 is never used for a value: it stands for
+/// "before the first decree", so a commit index of 0 means nothing is chosen yet.
+pub type Slot = u64;
+
+/// A Paxos ballot: ordered by `round`, then by `leader`, so two candidates never share one.
+///
+/// Ballots only grow: a replica's promised ballot never decreases (checked in every handler and
+/// in [`crate::Replica::validate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ballot {
+    /// The election round; the major ordering key.
+    pub round: u64,
+    /// The replica that leads this ballot; breaks ties between equal rounds.
+    pub leader: ReplicaId,
+}
+
+impl Ballot {
+    /// The ballot below every real ballot: "nothing promised yet".
+    pub const ZERO: Ballot = Ballot {
+        round: 0,
+        leader: ReplicaId(0),
+    };
+
+    /// A ballot of `round` led by `leader`.
+    pub const fn new(round: u64, leader: ReplicaId) -> Ballot {
+        Ballot { round, leader }
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.leader.0)
+    }
+}
+
+/// The host's name for a client request; echoed back in [`crate::Command::Apply`] (inside the
+/// decree), [`crate::Command::ProposalAborted`] and read results. The core never interprets it;
+/// the host keeps it unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ProposalId(pub u64);
+
+/// One client request inside a batch decree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Proposal {
+    /// The host's id for the request.
+    pub id: ProposalId,
+    /// The opaque request the state machine executes.
+    pub payload: Vec<u8>,
+}
+
+/// The voting and non-voting members of the cluster.
+///
+/// A voter accepts, votes in elections and counts toward quorums; a learner receives the log
+/// and snapshots but never counts and never runs for leader. No id is in both sets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Membership {
+    /// Replicas whose acceptance counts toward a majority.
+    pub voters: BTreeSet<ReplicaId>,
+    /// Replicas that follow the log without voting.
+    pub learners: BTreeSet<ReplicaId>,
+}
+
+impl Membership {
+    /// A membership of `voters` and no learners.
+    pub fn with_voters(voters: impl IntoIterator<Item = ReplicaId>) -> Membership {
+        Membership {
+            voters: voters.into_iter().collect(),
+            learners: BTreeSet::new(),
+        }
+    }
+
+    /// Every member, voters first then learners, each in id order.
+    pub fn members(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.voters.iter().chain(self.learners.iter()).copied()
+    }
+
+    /// Whether `id` is a voter or a learner.
+    pub fn contains(&self, id: ReplicaId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+
+    /// The number of acceptances that make a majority of the voters.
+    pub fn quorum(&self) -> usize {
+        crate::quorum::majority(self.voters.len())
+    }
+
+    /// Whether `ids` contains a majority of the voters (non-voters in `ids` are ignored).
+    pub fn is_quorum<'a>(&self, ids: impl IntoIterator<Item = &'a ReplicaId>) -> bool {
+        let count = ids
+            .into_iter()
+            .filter(|id| self.voters.contains(id))
+            .count();
+        !self.voters.is_empty() && count >= self.quorum()
+    }
+
+    /// The membership after `change`, or why the change is refused.
+    pub fn apply_change(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<Membership, crate::MembershipError> {
+        use crate::MembershipError as E;
+        let mut next = self.clone();
+        match *change {
+            MembershipChange::AddLearner(id) => {
+                if self.contains(id) {
+                    return Err(E::AlreadyMember(id));
+                }
+                next.learners.insert(id);
+            }
+            MembershipChange::AddVoter(id) => {
+                if self.voters.contains(&id) {
+                    return Err(E::AlreadyMember(id));
+                }
+                next.learners.remove(&id);
+                next.voters.insert(id);
+            }
+            MembershipChange::PromoteLearner(id) => {
+                if !self.learners.contains(&id) {
+                    return Err(E::NotALearner(id));
+                }
+                next.learners.remove(&id);
+                next.voters.insert(id);
+            }
+            MembershipChange::Remove(id) => {
+                if !self.contains(id) {
+                    return Err(E::NotAMember(id));
+                }
+                next.voters.remove(&id);
+                next.learners.remove(&id);
+            }
+            MembershipChange::ReplaceVoter { old, new } => {
+                if !self.voters.contains(&old) {
+                    return Err(E::NotAMember(old));
+                }
+                if self.voters.contains(&new) {
+                    return Err(E::AlreadyMember(new));
+                }
+                next.voters.remove(&old);
+                next.learners.remove(&new);
+                next.voters.insert(new);
+            }
+        }
+        if next.voters.is_empty() {
+            return Err(E::NoVotersLeft);
+        }
+        Ok(next)
+    }
+}
+
+/// One step of a membership change, proposed with [`crate::Event::ChangeMembership`].
+///
+/// Each change is replicated as one [`Decree::Membership`] carrying the whole new membership;
+/// chosen at slot `k`, it governs every slot from `k + alpha` on (RSL style, alpha =
+/// [`crate::Config::membership_alpha`], see [`crate::Replica`] docs). One change at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MembershipChange {
+    /// Add a non-voting member that receives the log.
+    AddLearner(ReplicaId),
+    /// Add a voter directly (a learner that is already a member is promoted).
+    AddVoter(ReplicaId),
+    /// Turn a learner into a voter (do this once it has caught up).
+    PromoteLearner(ReplicaId),
+    /// Remove a voter or a learner.
+    Remove(ReplicaId),
+    /// Replace voter `old` with `new` in one decree.
+    ReplaceVoter {
+        /// The voter leaving.
+        old: ReplicaId,
+        /// The replica joining as a voter.
+        new: ReplicaId,
+    },
+}
+
+/// The value of one log slot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Decree {
+    /// Fills a gap or commits a new leader's ballot; the state machine skips it.
+    Noop,
+    /// Client requests batched into one decree, executed in order.
+    Batch(Vec<Proposal>),
+    /// The cluster membership for every slot from this one's + alpha on.
+    Membership(Membership),
+}
+
+impl Decree {
+    /// An estimate of the bytes this decree occupies on the wire (for batching bounds).
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Decree::Noop => 1,
+            Decree::Batch(props) => props.iter().map(|p| 12 + p.payload.len()).sum::<usize>() + 5,
+            Decree::Membership(m) => 9 + 8 * (m.voters.len() + m.learners.len()),
+        }
+    }
+}
+
+/// A value an acceptor accepted: `decree` at `slot` in `ballot`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AcceptedEntry {
+    /// The log position.
+    pub slot: Slot,
+    /// The ballot in which it was accepted.
+    pub ballot: Ballot,
+    /// The value.
+    pub decree: Decree,
+}
+
+/// A decree to place at a slot (phase 2a payload and catch-up payload).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlotDecree {
+    /// The log position.
+    pub slot: Slot,
+    /// The value.
+    pub decree: Decree,
+}
+
+/// What a state machine checkpoint covers: every decree up to and including `slot` is in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    /// The last slot the checkpoint includes.
+    pub slot: Slot,
+    /// The membership that governs the slots after `slot`.
+    pub membership: Membership,
+}
+
+/// A state machine checkpoint and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    /// What the checkpoint covers.
+    pub meta: SnapshotMeta,
+    /// The host's serialized state machine (opaque to the core).
+    pub data: Vec<u8>,
+}

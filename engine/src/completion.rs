@@ -1,0 +1,377 @@
+//! One-shot completions: the answer to a proposal, a read, or an administrative request.
+//!
+//! A [`Completion`] is the caller's end; the runtime holds the matching [`Completer`]. The caller
+//! may block on it ([`Completion::wait`], [`Completion::wait_timeout`]), poll it
+//! ([`Completion::try_take`]), register a callback ([`Completion::on_complete`]) or `.await` it
+//! (it implements [`std::future::Future`], so any executor works; none is required).
+//!
+//! A channel that may never be answered carries a `Result`: dropping a [`Completer`] without
+//! answering completes the caller's end with [`Error::Dropped`], so no caller waits forever when
+//! the replica stops or a request is lost.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+
+type Callback<T> = Box<dyn FnOnce(Result<T, Error>) + Send + 'static>;
+
+enum State<T> {
+    /// Not answered yet; maybe a callback or an async waker is registered.
+    Pending {
+        callback: Option<Callback<T>>,
+        waker: Option<Waker>,
+    },
+    /// Answered; the value waits to be taken.
+    Ready(Result<T, Error>),
+    /// The value was handed to the caller (or to its callback).
+    Taken,
+}
+
+struct Slot<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+}
+
+impl<T> Slot<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A poisoned lock only means a callback panicked elsewhere; the state itself is whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Creates a connected pair: the runtime answers through the [`Completer`], the caller reads the
+/// [`Completion`].
+pub fn pair<T>() -> (Completer<T>, Completion<T>) {
+    let slot = Arc::new(Slot {
+        state: Mutex::new(State::Pending {
+            callback: None,
+            waker: None,
+        }),
+        ready: Condvar::new(),
+    });
+    (
+        Completer {
+            slot: Some(Arc::clone(&slot)),
+        },
+        Completion { slot },
+    )
+}
+
+/// The caller's end of a one-shot answer. See the [module docs](self).
+#[must_use = "a completion does nothing unless waited on, polled or given a callback"]
+pub struct Completion<T> {
+    slot: Arc<Slot<T>>,
+}
+
+impl<T> fmt::Debug for Completion<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.slot.lock() {
+            State::Pending { .. } => "pending",
+            State::Ready(_) => "ready",
+            State::Taken => "taken",
+        };
+        f.debug_struct("Completion").field("state", &state).finish()
+    }
+}
+
+impl<T> Completion<T> {
+    /// A completion that is already answered (used when a request fails before it is queued).
+    pub fn ready(result: Result<T, Error>) -> Self {
+        let (completer, completion) = pair();
+        completer.complete(result);
+        completion
+    }
+
+    /// Blocks until the answer arrives and returns it.
+    pub fn wait(self) -> Result<T, Error> {
+        let mut state = self.slot.lock();
+        loop {
+            match std::mem::replace(&mut *state, State::Taken) {
+                State::Ready(result) => return result,
+                State::Taken => return Err(Error::AlreadyTaken),
+                pending @ State::Pending { .. } => {
+                    *state = pending;
+                    state = self
+                        .slot
+                        .ready
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    /// Blocks for at most `timeout`; returns `None` if the answer has not arrived by then (the
+    /// completion stays usable).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, Error>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.slot.lock();
+        loop {
+            match std::mem::replace(&mut *state, State::Taken) {
+                State::Ready(result) => return Some(result),
+                State::Taken => return Some(Err(Error::AlreadyTaken)),
+                pending @ State::Pending { .. } => {
+                    *state = pending;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return None;
+                    }
+                    state = self
+                        .slot
+                        .ready
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Returns the answer if it has arrived, without blocking. After it returned `Some`, later
+    /// calls return `Some(Err(Error::AlreadyTaken))`.
+    pub fn try_take(&mut self) -> Option<Result<T, Error>> {
+        let mut state = self.slot.lock();
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Ready(result) => Some(result),
+            State::Taken => Some(Err(Error::AlreadyTaken)),
+            pending @ State::Pending { .. } => {
+                *state = pending;
+                None
+            }
+        }
+    }
+
+    /// True once the answer has arrived (and has not been taken).
+    pub fn is_ready(&self) -> bool {
+        matches!(&*self.slot.lock(), State::Ready(_))
+    }
+
+    /// Runs `callback` with the answer: at once on this thread if it has already arrived, else on
+    /// the runtime thread that answers (keep it short: it runs inside the replica loop).
+    pub fn on_complete<F>(self, callback: F)
+    where
+        F: FnOnce(Result<T, Error>) + Send + 'static,
+    {
+        let mut state = self.slot.lock();
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Ready(result) => {
+                drop(state);
+                callback(result);
+            }
+            State::Taken => {
+                drop(state);
+                callback(Err(Error::AlreadyTaken));
+            }
+            State::Pending { waker, .. } => {
+                *state = State::Pending {
+                    callback: Some(Box::new(callback)),
+                    waker,
+                };
+            }
+        }
+    }
+}
+
+impl<T> Future for Completion<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.slot.lock();
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Ready(result) => Poll::Ready(result),
+            State::Taken => Poll::Ready(Err(Error::AlreadyTaken)),
+            State::Pending { callback, .. } => {
+                *state = State::Pending {
+                    callback,
+                    waker: Some(cx.waker().clone()),
+                };
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The runtime's end of a one-shot answer. Dropping it unanswered answers [`Error::Dropped`].
+pub struct Completer<T> {
+    slot: Option<Arc<Slot<T>>>,
+}
+
+impl<T> fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completer")
+            .field("answered", &self.slot.is_none())
+            .finish()
+    }
+}
+
+impl<T> Completer<T> {
+    /// Answers the request. Runs a registered callback on this thread.
+    pub fn complete(mut self, result: Result<T, Error>) {
+        self.answer(result);
+    }
+
+    /// True when the caller has dropped its [`Completion`] without registering a callback
+    /// (nobody will read the answer).
+    pub fn is_abandoned(&self) -> bool {
+        self.slot.as_ref().is_none_or(|slot| {
+            Arc::strong_count(slot) == 1
+                && !matches!(
+                    &*slot.lock(),
+                    State::Pending {
+                        callback: Some(_),
+                        ..
+                    }
+                )
+        })
+    }
+
+    fn answer(&mut self, result: Result<T, Error>) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let mut state = slot.lock();
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Pending {
+                callback: Some(callback),
+                ..
+            } => {
+                drop(state);
+                callback(result);
+            }
+            State::Pending {
+                callback: None,
+                waker,
+            } => {
+                *state = State::Ready(result);
+                drop(state);
+                slot.ready.notify_all();
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            State::Ready(_) | State::Taken => {
+                panic!("completion answered twice: a Completer is single-use by construction")
+            }
+        }
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    fn drop(&mut self) {
+        self.answer(Err(Error::Dropped));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    #[test]
+    fn wait_returns_the_answer_given_on_another_thread() {
+        let (completer, completion) = pair::<u32>();
+        let t = std::thread::spawn(move || completer.complete(Ok(7)));
+        assert_eq!(completion.wait().unwrap(), 7);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn dropping_the_completer_answers_dropped() {
+        let (completer, completion) = pair::<u32>();
+        drop(completer);
+        assert!(matches!(completion.wait(), Err(Error::Dropped)));
+    }
+
+    #[test]
+    fn try_take_is_none_until_answered_then_once() {
+        let (completer, mut completion) = pair::<u32>();
+        assert!(completion.try_take().is_none());
+        assert!(!completion.is_ready());
+        completer.complete(Ok(1));
+        assert!(completion.is_ready());
+        assert_eq!(completion.try_take().unwrap().unwrap(), 1);
+        assert!(matches!(
+            completion.try_take(),
+            Some(Err(Error::AlreadyTaken))
+        ));
+    }
+
+    #[test]
+    fn wait_timeout_times_out_and_stays_usable() {
+        let (completer, mut completion) = pair::<u32>();
+        assert!(completion.wait_timeout(Duration::from_millis(5)).is_none());
+        completer.complete(Ok(3));
+        assert_eq!(
+            completion
+                .wait_timeout(Duration::from_millis(5))
+                .unwrap()
+                .unwrap(),
+            3
+        );
+    }
+
+    #[test]
+    fn callback_runs_once_whether_registered_before_or_after_the_answer() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (completer, completion) = pair::<u32>();
+        let h = Arc::clone(&hits);
+        completion.on_complete(move |r| {
+            assert_eq!(r.unwrap(), 5);
+            h.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        completer.complete(Ok(5));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        let (completer, completion) = pair::<u32>();
+        completer.complete(Ok(5));
+        let h = Arc::clone(&hits);
+        completion.on_complete(move |r| {
+            assert_eq!(r.unwrap(), 5);
+            h.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn abandoned_is_seen_by_the_completer() {
+        let (completer, completion) = pair::<u32>();
+        assert!(!completer.is_abandoned());
+        drop(completion);
+        assert!(completer.is_abandoned());
+        let (completer, completion) = pair::<u32>();
+        completion.on_complete(|_| {});
+        assert!(
+            !completer.is_abandoned(),
+            "a callback is waiting for the answer"
+        );
+    }
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn future_is_woken_when_answered() {
+        let (completer, mut completion) = pair::<u32>();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut completion).poll(&mut cx).is_pending());
+        completer.complete(Ok(9));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        match Pin::new(&mut completion).poll(&mut cx) {
+            Poll::Ready(Ok(9)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The region trait every backend implements.
+
+use crate::error::RegionError;
+
+/// A byte-addressable persistent region: the medium under the [`crate::Log`].
+///
+/// # Contract (what the log relies on; the conformance suite checks it)
+///
+/// - **Visibility.** After [`Region::write`] returns, [`Region::read`] of the same bytes returns
+///   the written bytes, from any thread.
+/// - **Durability.** A written byte is *durable* (survives a crash or power loss) once a
+///   [`Region::flush`] whose range covers it and then a [`Region::fence`] have both returned
+///   successfully. Nothing else promises durability.
+/// - **Crash model.** Until then, any subset of the written-but-not-durable 8-byte-aligned words
+///   may have reached the medium, in any order; each such word holds either its old or its new
+///   value, never a mix. An aligned 8-byte write therefore is atomic with respect to crashes,
+///   which is what the log's selector flip needs. (Block backends write whole sectors, which is
+///   stronger.) The `sim` backend implements exactly this model and lets tests choose the subset.
+/// - **Ordering.** Writes flushed before a fence are durable before any write issued after the
+///   fence returns can become durable.
+/// - **Concurrency.** `write` and `read` of disjoint ranges may run concurrently from several
+///   threads, also while another thread runs `flush`/`fence`. Callers serialise overlapping
+///   accesses themselves (the log does).
+/// - **Errors.** An error from `flush` or `fence` leaves it unknown which writes are durable;
+///   the log then refuses further work until it is reopened and recovered.
+#[allow(clippy::len_without_is_empty)] // a region is never empty; `len` is its size
+pub trait Region: Send + Sync + std::fmt::Debug {
+    /// Short backend name (`"dax"`, `"uring"`, `"file"`, `"sim"`).
+    fn backend(&self) -> &'static str;
+    /// Length of the region in bytes.
+    fn len(&self) -> u64;
+    /// Reads `buf.len()` bytes at `offset`.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError>;
+    /// Writes `data` at `offset` (visible at once, durable after `flush` + `fence`).
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError>;
+    /// Starts write-back of `[offset, offset + len)` (cache-line write-back on DAX; a no-op on
+    /// block backends, whose `fence` syncs everything written).
+    fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError>;
+    /// Waits until every flushed range is durable (`sfence`, `fdatasync`, io_uring fsync).
+    fn fence(&self) -> Result<(), RegionError>;
+}
+
+impl<R: Region + ?Sized> Region for Box<R> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError> {
+        (**self).read(offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
+        (**self).write(offset, data)
+    }
+    fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        (**self).flush(offset, len)
+    }
+    fn fence(&self) -> Result<(), RegionError> {
+        (**self).fence()
+    }
+}
+
+impl<R: Region + ?Sized> Region for std::sync::Arc<R> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError> {
+        (**self).read(offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
+        (**self).write(offset, data)
+    }
+    fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        (**self).flush(offset, len)
+    }
+    fn fence(&self) -> Result<(), RegionError> {
+        (**self).fence()
+    }
+}
+
+/// Checks `[offset, offset + len)` lies within a region of `region_len` bytes.
+pub(crate) fn check_bounds(offset: u64, len: u64, region_len: u64) -> Result<(), RegionError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= region_len => Ok(()),
+        _ => Err(RegionError::OutOfBounds {
+            offset,
+            len,
+            region_len,
+        }),
+    }
+}

@@ -1,0 +1,366 @@
+//! `uring` backend: a file written through io_uring from registered buffers.
+//!
+//! `write` copies into the current *staging* buffer (one of two buffers registered with the
+//! ring) and remembers the target offset. `fence` swaps the staging buffer, then submits, in one
+//! `io_uring_enter`, a chain of `WRITE_FIXED` operations (adjacent writes coalesced) linked
+//! (`IOSQE_IO_LINK`) to an `FSYNC(DATASYNC)`, and waits for the chain. Writes arriving while a
+//! fence is in flight go to the other buffer and ride the next fence; the log's group commit
+//! builds on that. `read` waits for an in-flight fence, reads the file with `pread` and overlays
+//! the staged, not yet submitted writes.
+//!
+//! If the kernel (or a seccomp filter) refuses io_uring, [`UringRegion::open`] returns
+//! [`RegionError::Unsupported`].
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use crate::error::RegionError;
+use crate::region::{Region, check_bounds};
+
+/// Options of the `uring` backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringOptions {
+    /// Bytes in each of the two registered staging buffers.
+    pub staging_bytes: usize,
+    /// Submission queue entries.
+    pub ring_entries: u32,
+}
+
+impl Default for UringOptions {
+    fn default() -> Self {
+        UringOptions {
+            staging_bytes: 1 << 20,
+            ring_entries: 64,
+        }
+    }
+}
+
+/// A heap buffer handed to the kernel by address; freed on drop (after the ring).
+struct RawBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl RawBuf {
+    fn new(len: usize) -> Self {
+        let b: Box<[u8]> = vec![0u8; len].into_boxed_slice();
+        RawBuf {
+            ptr: Box::into_raw(b).cast::<u8>(),
+            len,
+        }
+    }
+}
+
+impl Drop for RawBuf {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from `Box::into_raw` of a boxed slice of exactly `len`
+        // bytes in `new` and are freed only here.
+        unsafe {
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.ptr, self.len,
+            )));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    file_off: u64,
+    buf_off: usize,
+    len: usize,
+}
+
+struct Staging {
+    /// Which registered buffer takes new writes.
+    index: usize,
+    used: usize,
+    writes: Vec<Pending>,
+}
+
+/// The io_uring region.
+pub struct UringRegion {
+    // Field order matters: the ring (which has the buffers registered) drops before `bufs`.
+    ring: Mutex<IoUring>,
+    staging: Mutex<Staging>,
+    bufs: [RawBuf; 2],
+    file: File,
+    len: u64,
+    entries: usize,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for UringRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringRegion")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+// SAFETY: the raw buffers are only touched under the `staging` mutex (the staging one) or the
+// `ring` mutex (the one being submitted), and the ring itself is behind a mutex.
+unsafe impl Send for UringRegion {}
+// SAFETY: as above.
+unsafe impl Sync for UringRegion {}
+
+fn unsupported(reason: &str, source: std::io::Error) -> RegionError {
+    RegionError::Unsupported {
+        backend: "uring",
+        reason: reason.to_string(),
+        source: Some(source),
+    }
+}
+
+impl UringRegion {
+    /// Opens (creating and sizing) `path`, sets up the ring and registers the buffers.
+    pub fn open(path: &Path, len_bytes: u64, opts: UringOptions) -> Result<Self, RegionError> {
+        assert!(opts.staging_bytes >= 4096, "staging buffer too small");
+        assert!(opts.ring_entries >= 4, "ring too small");
+        let (file, len) = crate::file::open_sized(path, len_bytes)?;
+        let ring = IoUring::new(opts.ring_entries)
+            .map_err(|e| unsupported("io_uring_setup refused", e))?;
+        let bufs = [
+            RawBuf::new(opts.staging_bytes),
+            RawBuf::new(opts.staging_bytes),
+        ];
+        let iovecs: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.ptr.cast(),
+                iov_len: b.len,
+            })
+            .collect();
+        // SAFETY: the buffers stay allocated and at a fixed address until `bufs` drops, which
+        // happens after the ring (field order) and so after they are unregistered.
+        unsafe { ring.submitter().register_buffers(&iovecs) }
+            .map_err(|e| unsupported("registering buffers refused", e))?;
+        let region = UringRegion {
+            ring: Mutex::new(ring),
+            staging: Mutex::new(Staging {
+                index: 0,
+                used: 0,
+                writes: Vec::new(),
+            }),
+            bufs,
+            file,
+            len,
+            entries: opts.ring_entries as usize,
+            path: path.to_path_buf(),
+        };
+        // Probe: a bare fsync through the ring (seccomp filters may allow setup but not
+        // io_uring_enter).
+        region.submit(true).map_err(|e| match e {
+            RegionError::Sync { source } => unsupported("io_uring_enter refused", source),
+            other => other,
+        })?;
+        Ok(region)
+    }
+
+    fn lock_ring(&self) -> MutexGuard<'_, IoUring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_staging(&self) -> MutexGuard<'_, Staging> {
+        self.staging.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Submits every staged write, then (with `sync`) an fdatasync linked after them.
+    fn submit(&self, sync: bool) -> Result<(), RegionError> {
+        let mut ring = self.lock_ring();
+        let (index, mut writes) = {
+            let mut st = self.lock_staging();
+            let index = st.index;
+            st.index ^= 1;
+            st.used = 0;
+            (index, std::mem::take(&mut st.writes))
+        };
+        // Coalesce writes adjacent both in the file and in the buffer.
+        let mut merged: Vec<Pending> = Vec::with_capacity(writes.len());
+        for w in writes.drain(..) {
+            match merged.last_mut() {
+                Some(m)
+                    if m.file_off + m.len as u64 == w.file_off
+                        && m.buf_off + m.len == w.buf_off =>
+                {
+                    m.len += w.len;
+                }
+                _ => merged.push(w),
+            }
+        }
+        let fd = types::Fd(self.file.as_raw_fd());
+        let buf = &self.bufs[index];
+        let per_chain = self.entries - 1;
+        let chunks: Vec<&[Pending]> = if merged.is_empty() {
+            vec![&[]]
+        } else {
+            merged.chunks(per_chain).collect()
+        };
+        let last = chunks.len() - 1;
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let with_sync = sync && ci == last;
+            let mut expected = Vec::with_capacity(chunk.len() + 1);
+            {
+                let mut sq = ring.submission();
+                for (i, w) in chunk.iter().enumerate() {
+                    assert!(w.buf_off + w.len <= buf.len, "staged write outside buffer");
+                    // SAFETY: `buf_off + len` is inside registered buffer `index`, which
+                    // nobody writes until this function returns (writers use the other one).
+                    let ptr = unsafe { buf.ptr.add(w.buf_off) };
+                    let len = u32::try_from(w.len).map_err(|_| RegionError::Write {
+                        offset: w.file_off,
+                        len: w.len as u64,
+                        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                    })?;
+                    let mut e = opcode::WriteFixed::new(fd, ptr, len, index as u16)
+                        .offset(w.file_off)
+                        .build()
+                        .user_data(i as u64);
+                    if with_sync || i + 1 < chunk.len() {
+                        e = e.flags(squeue::Flags::IO_LINK);
+                    }
+                    // SAFETY: the entry's buffer and fd outlive the operation: we wait for
+                    // every completion below before returning.
+                    unsafe { sq.push(&e) }.map_err(|_| RegionError::Sync {
+                        source: std::io::Error::other("submission queue full"),
+                    })?;
+                    expected.push(w.len as i32);
+                }
+                if with_sync {
+                    let e = opcode::Fsync::new(fd)
+                        .flags(types::FsyncFlags::DATASYNC)
+                        .build()
+                        .user_data(chunk.len() as u64);
+                    // SAFETY: fsync references only the fd, which outlives the operation.
+                    unsafe { sq.push(&e) }.map_err(|_| RegionError::Sync {
+                        source: std::io::Error::other("submission queue full"),
+                    })?;
+                    expected.push(0);
+                }
+            }
+            if expected.is_empty() {
+                continue;
+            }
+            ring.submit_and_wait(expected.len())
+                .map_err(|source| RegionError::Sync { source })?;
+            let mut seen = 0;
+            let mut first_err: Option<RegionError> = None;
+            while seen < expected.len() {
+                let cqes: Vec<(u64, i32)> = ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result()))
+                    .collect();
+                if cqes.is_empty() {
+                    ring.submit_and_wait(expected.len() - seen)
+                        .map_err(|source| RegionError::Sync { source })?;
+                    continue;
+                }
+                for (ud, res) in cqes {
+                    seen += 1;
+                    let i = ud as usize;
+                    if first_err.is_none() && res != expected[i] {
+                        let source = if res < 0 {
+                            std::io::Error::from_raw_os_error(-res)
+                        } else {
+                            std::io::Error::other(format!("short write {res} of {}", expected[i]))
+                        };
+                        first_err = Some(if i < chunk.len() {
+                            RegionError::Write {
+                                offset: chunk[i].file_off,
+                                len: chunk[i].len as u64,
+                                source,
+                            }
+                        } else {
+                            RegionError::Sync { source }
+                        });
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Region for UringRegion {
+    fn backend(&self) -> &'static str {
+        "uring"
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError> {
+        check_bounds(offset, buf.len() as u64, self.len)?;
+        let _ring = self.lock_ring();
+        let st = self.lock_staging();
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| RegionError::Read {
+                offset,
+                len: buf.len() as u64,
+                source,
+            })?;
+        let sbuf = &self.bufs[st.index];
+        let end = offset + buf.len() as u64;
+        for w in &st.writes {
+            let (ws, we) = (w.file_off, w.file_off + w.len as u64);
+            let (s, e) = (ws.max(offset), we.min(end));
+            if s < e {
+                let n = (e - s) as usize;
+                let src_off = w.buf_off + (s - ws) as usize;
+                // SAFETY: `src_off + n <= buf_off + len`, inside the staging buffer, which is
+                // only written under the staging lock we hold.
+                let src = unsafe { std::slice::from_raw_parts(sbuf.ptr.add(src_off), n) };
+                let d = (s - offset) as usize;
+                buf[d..d + n].copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
+        check_bounds(offset, data.len() as u64, self.len)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let mut st = self.lock_staging();
+            let cap = self.bufs[st.index].len;
+            let room = cap - st.used;
+            if room == 0 {
+                drop(st);
+                self.submit(false)?;
+                continue;
+            }
+            let n = room.min(data.len() - done);
+            let at = st.used;
+            // SAFETY: `at + n <= cap`: inside the staging buffer, which only this lock's
+            // holder writes and the kernel does not read until a submit swaps it out.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr().add(done),
+                    self.bufs[st.index].ptr.add(at),
+                    n,
+                );
+            }
+            st.writes.push(Pending {
+                file_off: offset + done as u64,
+                buf_off: at,
+                len: n,
+            });
+            st.used += n;
+            done += n;
+        }
+        Ok(())
+    }
+    fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        check_bounds(offset, len, self.len)
+    }
+    fn fence(&self) -> Result<(), RegionError> {
+        self.submit(true)
+    }
+}
