@@ -484,6 +484,7 @@ impl RingListener {
             capacity: self.capacity,
             peer,
             stored_head: 0,
+            tail_seen: 0,
             wait_for_ack: self.config.wait_for_ack,
             _stream: stream,
         })
@@ -532,6 +533,7 @@ pub struct RdmaRingSource {
     capacity: usize,
     peer: Peer,
     stored_head: u64,
+    tail_seen: u64,
     wait_for_ack: bool,
     _stream: TcpStream,
 }
@@ -549,7 +551,10 @@ impl RdmaRingSource {
 
     /// The tail the leader last published into our memory.
     pub fn published_tail(&self) -> u64 {
-        self.ring.word(TAIL_OFFSET).load(Ordering::Acquire)
+        self.ring
+            .word(TAIL_OFFSET)
+            .load(Ordering::Acquire)
+            .max(self.tail_seen)
     }
 
     /// The write queue (to inspect or force the queue pair's state).
@@ -661,7 +666,13 @@ impl RingSource for RdmaRingSource {
     }
 
     fn load_tail(&mut self) -> Result<u64, RdmaError> {
-        Ok(self.published_tail())
+        // Tails are published in increasing order, so a smaller value can only be an old tail
+        // write landing again (seen once on soft-RoCE under heavy emulation, presumably a
+        // retransmitted duplicate): keep the largest tail seen; the frames below it were
+        // complete when it was first observed.
+        let tail = self.published_tail();
+        self.tail_seen = self.tail_seen.max(tail);
+        Ok(self.tail_seen)
     }
 
     fn with_published<R>(&self, offset: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
