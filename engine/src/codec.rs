@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use keel_core::{
-    AcceptedEntry, Ballot, Decree, Membership, Message, PersistOp, Proposal, ProposalId,
-    ReplicaId, SlotDecree, Snapshot, SnapshotMeta,
+    AcceptedEntry, Ballot, Decree, Membership, Message, PersistOp, Proposal, ProposalId, ReplicaId,
+    SlotDecree, Snapshot, SnapshotMeta,
 };
 
 /// Why bytes could not be decoded.
@@ -95,7 +95,9 @@ impl<'a> Reader<'a> {
             .filter(|&n| n <= rest)
             .ok_or(DecodeError::Truncated {
                 at: self.at,
-                needed: usize::try_from(n).unwrap_or(usize::MAX).saturating_sub(rest),
+                needed: usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(rest),
             })
     }
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
@@ -568,16 +570,56 @@ mod tests {
             })
             .collect();
         vec![
-            Message::PreVote { ballot: b, commit: 9 },
-            Message::PreVoteReply { ballot: b, granted: true },
-            Message::Prepare { ballot: b, from_slot: 4, transfer_from: None },
-            Message::Prepare { ballot: b, from_slot: 4, transfer_from: Some(Ballot::new(4, ReplicaId(1))) },
-            Message::Promise { ballot: b, from_slot: 4, log_start: 2, commit: 3, accepted },
-            Message::Nack { ballot: b, promised: Ballot::new(6, ReplicaId(2)) },
-            Message::Accept { ballot: b, commit: 2, entries: decrees.clone() },
-            Message::Accepted { ballot: b, slots: vec![1, 2, 3] },
-            Message::Heartbeat { ballot: b, commit: 1, seq: 2, sent_at: 3 },
-            Message::HeartbeatReply { ballot: b, seq: 2, sent_at: 3, commit: 1 },
+            Message::PreVote {
+                ballot: b,
+                commit: 9,
+            },
+            Message::PreVoteReply {
+                ballot: b,
+                granted: true,
+            },
+            Message::Prepare {
+                ballot: b,
+                from_slot: 4,
+                transfer_from: None,
+            },
+            Message::Prepare {
+                ballot: b,
+                from_slot: 4,
+                transfer_from: Some(Ballot::new(4, ReplicaId(1))),
+            },
+            Message::Promise {
+                ballot: b,
+                from_slot: 4,
+                log_start: 2,
+                commit: 3,
+                accepted,
+            },
+            Message::Nack {
+                ballot: b,
+                promised: Ballot::new(6, ReplicaId(2)),
+            },
+            Message::Accept {
+                ballot: b,
+                commit: 2,
+                entries: decrees.clone(),
+            },
+            Message::Accepted {
+                ballot: b,
+                slots: vec![1, 2, 3],
+            },
+            Message::Heartbeat {
+                ballot: b,
+                commit: 1,
+                seq: 2,
+                sent_at: 3,
+            },
+            Message::HeartbeatReply {
+                ballot: b,
+                seq: 2,
+                sent_at: 3,
+                commit: 1,
+            },
             Message::CatchUpRequest { commit: 7 },
             Message::Learn { entries: decrees },
             Message::InstallSnapshot { snapshot },
@@ -592,7 +634,11 @@ mod tests {
             encode_message(&msg, &mut buf);
             assert_eq!(decode_message(&buf).unwrap(), msg);
             for cut in 0..buf.len() {
-                assert!(decode_message(&buf[..cut]).is_err(), "{} cut at {cut}", msg.kind());
+                assert!(
+                    decode_message(&buf[..cut]).is_err(),
+                    "{} cut at {cut}",
+                    msg.kind()
+                );
             }
         }
     }

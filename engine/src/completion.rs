@@ -215,11 +215,19 @@ impl<T> Completer<T> {
         self.answer(result);
     }
 
-    /// True when the caller has dropped its [`Completion`] (nobody will read the answer).
+    /// True when the caller has dropped its [`Completion`] without registering a callback
+    /// (nobody will read the answer).
     pub fn is_abandoned(&self) -> bool {
-        self.slot
-            .as_ref()
-            .is_none_or(|slot| Arc::strong_count(slot) == 1)
+        self.slot.as_ref().is_none_or(|slot| {
+            Arc::strong_count(slot) == 1
+                && !matches!(
+                    &*slot.lock(),
+                    State::Pending {
+                        callback: Some(_),
+                        ..
+                    }
+                )
+        })
     }
 
     fn answer(&mut self, result: Result<T, Error>) {
@@ -288,7 +296,10 @@ mod tests {
         completer.complete(Ok(1));
         assert!(completion.is_ready());
         assert_eq!(completion.try_take().unwrap().unwrap(), 1);
-        assert!(matches!(completion.try_take(), Some(Err(Error::AlreadyTaken))));
+        assert!(matches!(
+            completion.try_take(),
+            Some(Err(Error::AlreadyTaken))
+        ));
     }
 
     #[test]
@@ -334,6 +345,12 @@ mod tests {
         assert!(!completer.is_abandoned());
         drop(completion);
         assert!(completer.is_abandoned());
+        let (completer, completion) = pair::<u32>();
+        completion.on_complete(|_| {});
+        assert!(
+            !completer.is_abandoned(),
+            "a callback is waiting for the answer"
+        );
     }
 
     struct CountingWaker(AtomicUsize);

@@ -249,7 +249,7 @@ impl Default for Durability {
             log_backend: "file".to_string(),
             log_capacity_bytes: 256 << 20,
             checkpoint_every: 100_000,
-            fast_read_max_lag: 0,
+            fast_read_max_lag: 1024,
         }
     }
 }
@@ -355,7 +355,10 @@ impl Config {
         let mut seen = std::collections::BTreeSet::new();
         for (i, m) in self.members.iter().enumerate() {
             if m.id == 0 {
-                return Err(invalid(format!("members[{i}].id"), "replica ids start at 1"));
+                return Err(invalid(
+                    format!("members[{i}].id"),
+                    "replica ids start at 1",
+                ));
             }
             if !seen.insert(m.id) {
                 return Err(invalid(
@@ -375,7 +378,10 @@ impl Config {
                     format!("`{}` is not host:port with a numeric IP", m.addr),
                 ));
             }
-            for (name, value) in [("admin_addr", &m.admin_addr), ("listen_addr", &m.listen_addr)] {
+            for (name, value) in [
+                ("admin_addr", &m.admin_addr),
+                ("listen_addr", &m.listen_addr),
+            ] {
                 if let Some(a) = value
                     && a.parse::<SocketAddr>().is_err()
                 {
@@ -497,10 +503,7 @@ impl Config {
         if !["file", "uring", "dax", "memory"].contains(&d.log_backend.as_str()) {
             return Err(invalid(
                 "durability.log_backend",
-                format!(
-                    "`{}` is not one of file, uring, dax, memory",
-                    d.log_backend
-                ),
+                format!("`{}` is not one of file, uring, dax, memory", d.log_backend),
             ));
         }
         if d.log_capacity_bytes < (1 << 20) {

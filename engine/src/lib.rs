@@ -1,7 +1,98 @@
 //! Keel: a multi-Paxos replicated state machine library for latency-critical services.
 //!
-//! This crate is the embedding API and the thread-per-core runtime; the protocol itself lives
-//! in [`keel_core`], re-exported here as [`core`].
+//! This crate is the embedding API and the runtime; the protocol itself lives in [`keel_core`]
+//! (re-exported as [`core`]), the persistence log in `keel_pmem`, the transports in
+//! `keel_transport`. A service implements [`StateMachine`], starts a [`Replica`] per process
+//! from a validated [`Config`] (built with [`Builder`] or read from TOML), and proposes
+//! commands through the handle. `docs/EMBEDDING.md` walks through every piece.
+//!
+//! # Quick start
+//!
+//! A counter replicated over three replicas living in one process (the `local` transport and
+//! the `memory` log; a real deployment runs one replica per process over `tcp` with the
+//! `file` log, as `keel run` does):
+//!
+//! ```
+//! use keel_engine::config::{Durability, Member};
+//! use keel_engine::{Builder, LocalNetwork, Replica, Role, StateMachine, TransportKind};
+//!
+//! /// The replicated service: a counter.
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! impl StateMachine for Counter {
+//!     type Output = u64;
+//!     fn apply(&mut self, _decree: u64, command: &[u8]) -> u64 {
+//!         self.0 += u64::from(command[0]);
+//!         self.0
+//!     }
+//!     fn save_checkpoint(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+//!         out.write_all(&self.0.to_le_bytes())
+//!     }
+//!     fn load_checkpoint(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+//!         let mut b = [0u8; 8];
+//!         input.read_exact(&mut b)?;
+//!         self.0 = u64::from_le_bytes(b);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let network = LocalNetwork::new();
+//! let members: Vec<Member> = (1..=3).map(|id| Member::voter(id, format!("r{id}"))).collect();
+//! let mut replicas = Vec::new();
+//! for id in 1..=3 {
+//!     let config = Builder::new(id, dir.path().join(format!("r{id}")))
+//!         .members(members.clone())
+//!         .transport(TransportKind::Local)
+//!         .durability(Durability { log_backend: "memory".into(), ..Durability::default() })
+//!         .build()?; // a bad field is a typed error naming it
+//!     replicas.push(Replica::start_local(config, Counter::default(), &network)?);
+//! }
+//! // Wait for an election, then propose through the leader.
+//! let leader = loop {
+//!     if let Some(r) = replicas.iter().find(|r| r.role() == Role::Leader) {
+//!         break r;
+//!     }
+//!     std::thread::sleep(std::time::Duration::from_millis(1));
+//! };
+//! let applied = leader.propose(vec![5]).wait()?; // block on the completion...
+//! assert_eq!(applied.value, 5);
+//! leader.propose(vec![2]).on_complete(|r| assert_eq!(r.unwrap().value, 7)); // ...or a callback
+//! let read = leader.read(|c: &Counter| c.0).wait()?; // linearizable read
+//! assert_eq!(read.value, 7);
+//! // A session-consistent read on a follower, at or after the decree we saw.
+//! let follower = replicas.iter().find(|r| r.role() != Role::Leader).unwrap();
+//! assert_eq!(follower.fast_read(read.slot, |c: &Counter| c.0).wait()?.value, 7);
+//! let status = leader.status().wait()?;
+//! assert_eq!(status.peers.len(), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is here and how it is tested
+//!
+//! - [`Replica`]: the handle (propose, read, fast read, membership change, leadership transfer,
+//!   relinquish, status) and the replica loop: each pass takes completions (durable log
+//!   tokens, peer messages), the ticks that elapsed, and queued requests, feeds them to the
+//!   core as one batch, carries out the commands, then flushes the network once. An idle loop
+//!   spins for `runtime.spin_us`, yielding, then parks until woken or its next tick
+//!   ([`runtime`]). Threads are pinned per `runtime.loop_core` / `runtime.persist_core`.
+//! - [`persist`]: `Persist` commands become log records; one batch is one flush on the
+//!   persistence thread; `Persisted` is fed back only after the flush; restart replays the log.
+//! - [`completion`]: one-shot answers (block, poll, callback, or `.await`); a dropped answerer
+//!   answers with an error.
+//! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
+//!   surfaced by every later call on the handle; the replica stops and answers what is queued.
+//! - [`net`]: the `local` (in-process) and `tcp` transports.
+//! - [`kv`]: the example replicated key-value service used by `keel run`, `keel demo` and the
+//!   end-to-end tests.
+//!
+//! Tests: unit tests per module; `tests/cluster.rs` runs in-process 3-replica clusters (fail-over,
+//! restart from the file log, learner join and promotion, a panicking state machine); the
+//! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` run `keel run` processes
+//! (kill -9, isolation through a fault proxy, membership change) and check linearizability.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

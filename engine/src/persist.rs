@@ -96,9 +96,8 @@ pub fn open_log(
     let mut state = PersistentState::default();
     for record in log.iter() {
         let record = record.map_err(|e| log_err(&path, "read record", e))?;
-        let op = decode_persist_op(&record.payload).map_err(|e| {
-            log_err(&path, &format!("decode record at {}", record.pos), e)
-        })?;
+        let op = decode_persist_op(&record.payload)
+            .map_err(|e| log_err(&path, &format!("decode record at {}", record.pos), e))?;
         state.apply(&op);
     }
     Ok((log, state))
@@ -146,7 +145,10 @@ impl LogWriter {
     }
 
     /// Makes `ops` durable in order with one flush; returns the highest token written.
-    pub fn write_batch(&mut self, ops: &mut Vec<(PersistToken, PersistOp)>) -> Option<PersistToken> {
+    pub fn write_batch(
+        &mut self,
+        ops: &mut Vec<(PersistToken, PersistOp)>,
+    ) -> Option<PersistToken> {
         let mut high = None;
         let mut release_below = None;
         for (token, op) in ops.drain(..) {

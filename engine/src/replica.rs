@@ -21,9 +21,7 @@ use crate::net::local::LocalNetwork;
 use crate::persist::{LogWriter, PersistQueue, open_log, persist_thread};
 use crate::runtime::{Failure, Health, Idle, Signal, doing, guard, spawn_loop};
 use crate::state_machine::{Membership, Role, StateMachine};
-use crate::stats::{
-    PeerStatus, Status, Summary, count_histogram, latency_histogram, record_us,
-};
+use crate::stats::{PeerStatus, Status, Summary, count_histogram, latency_histogram, record_us};
 
 /// A committed proposal's (or a served read's) result and the decree it reflects.
 ///
@@ -304,9 +302,9 @@ impl<S: StateMachine> Replica<S> {
             TransportKind::Tcp => Box::new(
                 crate::net::tcp::TcpNet::start(&config, Arc::clone(&signal), Arc::clone(&health))
                     .map_err(|e| StartError::Transport {
-                        kind: "tcp",
-                        reason: e.to_string(),
-                    })?,
+                    kind: "tcp",
+                    reason: e.to_string(),
+                })?,
             ),
             TransportKind::Shm => {
                 return Err(StartError::Transport {
@@ -483,10 +481,7 @@ impl<S: StateMachine> Replica<S> {
     {
         let (done, completion) = pair();
         let run: ReadFn<S> = Box::new(move |r: Result<(&S, u64), Error>| match r {
-            Ok((sm, slot)) => done.complete(Ok(Applied {
-                slot,
-                value: f(sm),
-            })),
+            Ok((sm, slot)) => done.complete(Ok(Applied { slot, value: f(sm) })),
             Err(e) => done.complete(Err(e)),
         });
         self.shared.submit(Request::Read { min_slot, run });
@@ -550,12 +545,8 @@ impl<S: StateMachine> Replica<S> {
     /// [`Error::ShutDown`]. Returns the failure if a thread had panicked.
     pub fn shutdown(&self) -> Result<(), Arc<Failure>> {
         self.shared.health.stop();
-        let threads = std::mem::take(
-            &mut *self
-                .threads
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for t in threads {
             let _ = t.join();
         }
@@ -774,7 +765,11 @@ impl<S: StateMachine> Loop<S> {
         let mut rounds = 0;
         while !self.events.is_empty() {
             rounds += 1;
-            assert!(rounds < 1000, "replica {}: loop pass did not settle", self.id);
+            assert!(
+                rounds < 1000,
+                "replica {}: loop pass did not settle",
+                self.id
+            );
             doing("stepping the protocol core");
             for event in self.events.drain(..) {
                 self.core.step(event, &mut self.commands);
@@ -798,9 +793,10 @@ impl<S: StateMachine> Loop<S> {
         self.shared
             .role
             .store(role_code(role_of(self.core.role())), Ordering::Release);
-        self.shared
-            .leader
-            .store(self.core.leader_hint().map_or(0, |r| r.0), Ordering::Release);
+        self.shared.leader.store(
+            self.core.leader_hint().map_or(0, |r| r.0),
+            Ordering::Release,
+        );
         self.shared
             .commit
             .store(self.core.commit_index(), Ordering::Release);
@@ -1059,7 +1055,8 @@ impl<S: StateMachine> Loop<S> {
                     last_heard_us: p
                         .and_then(|p| p.last_heard)
                         .map(|t| u64::try_from((now - t).as_micros()).unwrap_or(u64::MAX)),
-                    ack_latency_us: p.map_or_else(Summary::default, |p| Summary::of(&p.ack_latency)),
+                    ack_latency_us: p
+                        .map_or_else(Summary::default, |p| Summary::of(&p.ack_latency)),
                 }
             })
             .collect();

@@ -228,7 +228,12 @@ pub fn pin_to_core(core: usize) -> bool {
 
 /// Runs `body`, catching a panic: the panic is recorded in `health` as a [`Failure`] of
 /// `thread` (which stops the replica) and returned.
-pub fn guard<R>(replica: u64, thread: &str, health: &Health, body: impl FnOnce() -> R) -> Result<R, Arc<Failure>> {
+pub fn guard<R>(
+    replica: u64,
+    thread: &str,
+    health: &Health,
+    body: impl FnOnce() -> R,
+) -> Result<R, Arc<Failure>> {
     install_hook();
     let was = IN_RUNTIME.with(|r| r.replace(true));
     let result = std::panic::catch_unwind(AssertUnwindSafe(body));
@@ -322,8 +327,7 @@ mod tests {
             let mut idle = Idle::new(Duration::from_micros(10));
             let start = Instant::now();
             let deadline = start + Duration::from_secs(30);
-            while !s.notified.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(20)
-            {
+            while !s.notified.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(20) {
                 idle.idle(&s, deadline);
                 if idle.parks > 0 {
                     break;

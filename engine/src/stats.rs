@@ -119,3 +119,8 @@ pub struct Status {
     /// Microseconds since the replica started.
     pub uptime_us: u64,
 }
+
+/// Parses a [`Status`] from the JSON the example service's status request returns.
+pub fn status_from_json(json: &str) -> Result<Status, serde_json::Error> {
+    serde_json::from_str(json)
+}

@@ -1,4 +1,5 @@
 //! In-process clusters over the local transport: the runtime end to end without processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +10,11 @@ use keel_engine::{
 };
 
 fn config(id: u64, dir: &std::path::Path, backend: &str, n: u64) -> Config {
-    let mut durability = keel_engine::config::Durability::default();
-    durability.log_backend = backend.into();
-    durability.log_capacity_bytes = 8 << 20;
+    let durability = keel_engine::config::Durability {
+        log_backend: backend.into(),
+        log_capacity_bytes: 8 << 20,
+        ..Default::default()
+    };
     Builder::new(id, dir.join(format!("r{id}")))
         .members((1..=n).map(|i| Member::voter(i, format!("r{i}"))).collect())
         .transport(keel_engine::TransportKind::Local)
@@ -47,7 +50,10 @@ fn wait_leader(replicas: &[Option<Replica<KvStore>>], within: Duration) -> usize
 fn propose_anywhere(replicas: &[Option<Replica<KvStore>>], cmd: Vec<u8>) -> u64 {
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < Duration::from_secs(10), "no commit within 10 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no commit within 10 s"
+        );
         let i = wait_leader(replicas, Duration::from_secs(10));
         let r = replicas[i].as_ref().unwrap();
         match r.propose(cmd.clone()).wait() {
@@ -65,14 +71,22 @@ fn three_replicas_commit_read_and_survive_leader_loss() {
     let dir = tempfile::tempdir().unwrap();
     let net = LocalNetwork::new();
     let mut replicas: Vec<Option<Replica<KvStore>>> = (1..=3)
-        .map(|i| Some(Replica::start_local(config(i, dir.path(), "memory", 3), KvStore::new(), &net).unwrap()))
+        .map(|i| {
+            Some(
+                Replica::start_local(config(i, dir.path(), "memory", 3), KvStore::new(), &net)
+                    .unwrap(),
+            )
+        })
         .collect();
     for k in 0..50 {
         propose_anywhere(&replicas, put(&format!("k{k}"), "v"));
     }
     let leader = wait_leader(&replicas, Duration::from_secs(5));
     let r = replicas[leader].as_ref().unwrap();
-    let got = r.read(|kv: &KvStore| kv.get(b"k49").map(<[u8]>::to_vec)).wait().unwrap();
+    let got = r
+        .read(|kv: &KvStore| kv.get(b"k49").map(<[u8]>::to_vec))
+        .wait()
+        .unwrap();
     assert_eq!(got.value.as_deref(), Some(&b"v"[..]));
     let status = r.status().wait().unwrap();
     assert_eq!(status.role, Role::Leader);
@@ -95,7 +109,10 @@ fn three_replicas_commit_read_and_survive_leader_loss() {
     // Stop the leader: the others elect a new one that commits.
     let old = replicas[leader].take().unwrap();
     old.shutdown().unwrap();
-    assert!(matches!(old.propose(put("late", "x")).wait(), Err(Error::ShutDown)));
+    assert!(matches!(
+        old.propose(put("late", "x")).wait(),
+        Err(Error::ShutDown)
+    ));
     let started = Instant::now();
     propose_anywhere(&replicas, put("after", "failover"));
     eprintln!("fail-over commit after {:?}", started.elapsed());
@@ -104,7 +121,12 @@ fn three_replicas_commit_read_and_survive_leader_loss() {
     let got = replicas[new_leader]
         .as_ref()
         .unwrap()
-        .read(|kv: &KvStore| (kv.get(b"k0").map(<[u8]>::to_vec), kv.get(b"after").map(<[u8]>::to_vec)))
+        .read(|kv: &KvStore| {
+            (
+                kv.get(b"k0").map(<[u8]>::to_vec),
+                kv.get(b"after").map(<[u8]>::to_vec),
+            )
+        })
         .wait()
         .unwrap();
     assert_eq!(got.value.0.as_deref(), Some(&b"v"[..]));
@@ -116,7 +138,12 @@ fn a_replica_restarted_from_its_file_log_recovers_its_state() {
     let dir = tempfile::tempdir().unwrap();
     let net = LocalNetwork::new();
     let mut replicas: Vec<Option<Replica<KvStore>>> = (1..=3)
-        .map(|i| Some(Replica::start_local(config(i, dir.path(), "file", 3), KvStore::new(), &net).unwrap()))
+        .map(|i| {
+            Some(
+                Replica::start_local(config(i, dir.path(), "file", 3), KvStore::new(), &net)
+                    .unwrap(),
+            )
+        })
         .collect();
     for k in 0..20 {
         propose_anywhere(&replicas, put(&format!("k{k}"), &k.to_string()));
@@ -126,7 +153,12 @@ fn a_replica_restarted_from_its_file_log_recovers_its_state() {
         r.take().unwrap().shutdown().unwrap();
     }
     let replicas: Vec<Option<Replica<KvStore>>> = (1..=3)
-        .map(|i| Some(Replica::start_local(config(i, dir.path(), "file", 3), KvStore::new(), &net).unwrap()))
+        .map(|i| {
+            Some(
+                Replica::start_local(config(i, dir.path(), "file", 3), KvStore::new(), &net)
+                    .unwrap(),
+            )
+        })
         .collect();
     propose_anywhere(&replicas, put("after", "restart"));
     let leader = wait_leader(&replicas, Duration::from_secs(5));
@@ -139,14 +171,19 @@ fn a_replica_restarted_from_its_file_log_recovers_its_state() {
     assert_eq!(got.value.0, 21);
     assert_eq!(got.value.1.as_deref(), Some(&b"7"[..]));
     let status = replicas[leader].as_ref().unwrap().status().wait().unwrap();
-    assert!(status.flushes > 0 && status.flush_latency_us.count > 0, "{status:?}");
+    assert!(
+        status.flushes > 0 && status.flush_latency_us.count > 0,
+        "{status:?}"
+    );
 }
 
 #[test]
 fn a_learner_joins_and_is_promoted_while_the_cluster_writes() {
     let dir = tempfile::tempdir().unwrap();
     let net = LocalNetwork::new();
-    let mut cfgs: Vec<Config> = (1..=4).map(|i| config(i, dir.path(), "memory", 4)).collect();
+    let mut cfgs: Vec<Config> = (1..=4)
+        .map(|i| config(i, dir.path(), "memory", 4))
+        .collect();
     for c in &mut cfgs {
         c.members[3].standby = true;
     }
@@ -159,11 +196,15 @@ fn a_learner_joins_and_is_promoted_while_the_cluster_writes() {
     }
     let leader = wait_leader(&replicas, Duration::from_secs(5));
     let l = replicas[leader].as_ref().unwrap();
-    l.change_membership(MemberChange::AddLearner(4)).wait().unwrap();
+    l.change_membership(MemberChange::AddLearner(4))
+        .wait()
+        .unwrap();
     for k in 10..20 {
         propose_anywhere(&replicas[..3], put(&format!("k{k}"), "v"));
     }
-    l.change_membership(MemberChange::Promote(4)).wait().unwrap();
+    l.change_membership(MemberChange::Promote(4))
+        .wait()
+        .unwrap();
     let status = l.status().wait().unwrap();
     assert_eq!(status.membership.voters, vec![1, 2, 3, 4]);
     // Replica 4 catches up and serves a session read of the latest write.
@@ -199,7 +240,8 @@ impl StateMachine for Fragile {
 fn a_panic_in_the_state_machine_stops_the_replica_and_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let net = LocalNetwork::new();
-    let r = Arc::new(Replica::start_local(config(1, dir.path(), "memory", 1), Fragile, &net).unwrap());
+    let r =
+        Arc::new(Replica::start_local(config(1, dir.path(), "memory", 1), Fragile, &net).unwrap());
     let start = Instant::now();
     while r.role() != Role::Leader {
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -207,10 +249,15 @@ fn a_panic_in_the_state_machine_stops_the_replica_and_is_reported() {
     }
     r.propose(b"fine".to_vec()).wait().unwrap();
     let err = r.propose(b"poison".to_vec()).wait().unwrap_err();
-    let Error::Failed(f) = err else { panic!("expected Failed, got {err}") };
+    let Error::Failed(f) = err else {
+        panic!("expected Failed, got {err}")
+    };
     assert!(f.message.contains("poison command"), "{f}");
     assert_eq!(f.doing, "applying a decree to the state machine");
     assert!(r.failure().is_some());
-    assert!(matches!(r.propose(b"x".to_vec()).wait(), Err(Error::Failed(_))));
+    assert!(matches!(
+        r.propose(b"x".to_vec()).wait(),
+        Err(Error::Failed(_))
+    ));
     assert!(r.shutdown().is_err());
 }

@@ -332,6 +332,14 @@ impl Region for DaxRegion {
             let dst = self.base().add(offset as usize);
             if matches!(self.mode, DaxMode::NonTemporal(_)) {
                 copy_nontemporal(dst, data);
+            } else if offset.is_multiple_of(8) && data.len().is_multiple_of(8) {
+                // Whole aligned words: one 8-byte store each, so every word is crash-atomic
+                // (the selector flip relies on it), whatever the compiler does with memcpy.
+                for (i, w) in data.chunks_exact(8).enumerate() {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(w);
+                    std::ptr::write_volatile(dst.add(i * 8).cast::<u64>(), u64::from_ne_bytes(b));
+                }
             } else {
                 std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
             }

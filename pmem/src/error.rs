@@ -195,6 +195,12 @@ pub enum LogError {
         /// Current durable tail.
         tail: u64,
     },
+    /// Logical positions (64-bit byte counts) are used up; only reachable with a crafted tail.
+    #[error("log positions exhausted at tail {tail}")]
+    PositionsExhausted {
+        /// The tail.
+        tail: u64,
+    },
     /// An earlier commit failed; the on-media state is unknown until the log is reopened
     /// (recovered).
     #[error("log failed after an earlier I/O error; reopen to recover")]

@@ -28,6 +28,22 @@ impl FileRegion {
         })
     }
 
+    /// Opens an existing file read-only (for offline inspection: `keel log verify`). Writes
+    /// fail with [`RegionError::Write`].
+    pub fn open_read_only(path: &Path) -> Result<Self, RegionError> {
+        let open_err = |source| RegionError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let len = file.metadata().map_err(open_err)?.len();
+        Ok(FileRegion {
+            file,
+            len,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The backing file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -144,8 +144,7 @@ impl<R: Region> Log<R> {
     /// a [`LogError::Corrupt`] naming the structure and offset; damaged bytes are never
     /// returned as data.
     pub fn open(region: R) -> Result<(Self, Recovered), LogError> {
-        let rec = recover_region(&region)?;
-        let active = usize::from(read_selector(&region)? == SELECTOR_COPY[1]);
+        let (rec, active) = scan_region(&region, |_| {})?;
         let log = Self::assemble(region, rec.log_id, rec.capacity, active, rec.head, rec.tail);
         Ok((log, rec))
     }
@@ -155,7 +154,14 @@ impl<R: Region> Log<R> {
         Self::open(region)
     }
 
-    fn assemble(region: R, log_id: u64, capacity: u64, active: usize, head: u64, tail: u64) -> Self {
+    fn assemble(
+        region: R,
+        log_id: u64,
+        capacity: u64,
+        active: usize,
+        head: u64,
+        tail: u64,
+    ) -> Self {
         Log {
             region,
             log_id,
@@ -295,7 +301,11 @@ impl<R: Region> Log<R> {
         }
         let target = g.staged_tail;
         let g = self.run_commit(g, pos, target)?;
-        assert!(g.head >= pos, "head {} below requested {pos} after commit", g.head);
+        assert!(
+            g.head >= pos,
+            "head {} below requested {pos} after commit",
+            g.head
+        );
         Ok(())
     }
 
@@ -360,6 +370,9 @@ impl<R: Region> Log<R> {
             });
         }
         let start = g.staged_tail;
+        if start.checked_add(total).is_none() {
+            return Err(LogError::PositionsExhausted { tail: start });
+        }
         let mut buf = std::mem::take(&mut g.scratch);
         buf.clear();
         let mut pos = start;
@@ -389,7 +402,10 @@ impl<R: Region> Log<R> {
         res?;
         g.staged_tail = pos;
         g.stats.records_appended += payloads.len() as u64;
-        assert!(g.staged_tail - g.head <= self.capacity, "staged beyond capacity");
+        assert!(
+            g.staged_tail - g.head <= self.capacity,
+            "staged beyond capacity"
+        );
         Ok((start, pos))
     }
 
@@ -427,7 +443,10 @@ impl<R: Region> Log<R> {
         tail: u64,
     ) -> Result<MutexGuard<'a, Inner>, LogError> {
         assert!(!g.committing, "two commits at once");
-        assert!(head >= g.head && tail >= g.tail && head <= tail, "commit moves backwards");
+        assert!(
+            head >= g.head && tail >= g.tail && head <= tail,
+            "commit moves backwards"
+        );
         assert!(tail <= g.staged_tail, "commit past the staged tail");
         g.committing = true;
         let (old_tail, next) = (g.tail, g.active ^ 1);
@@ -453,8 +472,10 @@ impl<R: Region> Log<R> {
             self.flush_circ(old_tail, tail - old_tail)?;
         }
         let meta = LogMeta::new(head, tail, self.log_id);
-        self.region.write(LOG_META_OFF[next], bytemuck::bytes_of(&meta))?;
-        self.region.flush(LOG_META_OFF[next], size_of::<LogMeta>() as u64)?;
+        self.region
+            .write(LOG_META_OFF[next], bytemuck::bytes_of(&meta))?;
+        self.region
+            .flush(LOG_META_OFF[next], size_of::<LogMeta>() as u64)?;
         self.region.fence()?;
         // The commit point: one aligned 8-byte store.
         self.region
@@ -677,7 +698,10 @@ pub fn scan_region<R: Region + ?Sized>(
         return Err(corrupt(
             Location::GlobalMetadata,
             goff,
-            format!("metadata says {} bytes, region has {region_len}", g.region_len),
+            format!(
+                "metadata says {} bytes, region has {region_len}",
+                g.region_len
+            ),
         ));
     }
     let roff = crate::layout::REGION_OFF;
@@ -686,7 +710,7 @@ pub fn scan_region<R: Region + ?Sized>(
         return Err(corrupt(Location::RegionMetadata, roff, "checksum mismatch"));
     }
     let cap_ok = r.capacity >= MIN_CAPACITY
-        && r.capacity % 8 == 0
+        && r.capacity.is_multiple_of(8)
         && r.capacity <= g.region_len.saturating_sub(LOG_AREA_OFF);
     if r.log_area_off != LOG_AREA_OFF || !cap_ok {
         return Err(corrupt(
@@ -722,7 +746,11 @@ pub fn scan_region<R: Region + ?Sized>(
             format!("log id {} != region's {}", m.log_id, r.log_id),
         ));
     }
-    if m.head > m.tail || m.tail - m.head > r.capacity || m.head % 8 != 0 || m.tail % 8 != 0 {
+    if m.head > m.tail
+        || m.tail - m.head > r.capacity
+        || !m.head.is_multiple_of(8)
+        || !m.tail.is_multiple_of(8)
+    {
         return Err(corrupt(
             loc,
             moff,
@@ -733,7 +761,10 @@ pub fn scan_region<R: Region + ?Sized>(
     let mut records = 0u64;
     while pos < m.tail {
         let rec = read_record(region, r.capacity, pos, (m.head, m.tail), true)?;
-        assert!(rec.next > pos && rec.next <= m.tail, "record walk must advance within tail");
+        assert!(
+            rec.next > pos && rec.next <= m.tail,
+            "record walk must advance within tail"
+        );
         each(&rec);
         pos = rec.next;
         records += 1;
@@ -748,4 +779,43 @@ pub fn scan_region<R: Region + ?Sized>(
         },
         active,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimRegion;
+
+    #[test]
+    fn an_append_is_two_fences_and_the_selector_store_is_last() {
+        let log = Log::create(SimRegion::new(8192), 1).unwrap();
+        let before = log.region().counters();
+        log.region().start_recording();
+        log.append(b"abc").unwrap();
+        let points = log.region().take_recording();
+        let after = log.region().counters();
+        assert_eq!(after.fences - before.fences, 2);
+        // Before the last write (the selector), the new metadata copy must already be durable.
+        let n = points.len();
+        assert!(n >= 3);
+        let last_write = &points[n - 3];
+        assert_eq!(
+            last_write.pending.len(),
+            1,
+            "only the selector word is pending"
+        );
+        assert_eq!(last_write.pending[0].0, SELECTOR_OFF / 8);
+    }
+
+    #[test]
+    fn group_commit_merges_buffered_appends_into_one_commit() {
+        let log = Log::create(SimRegion::new(8192), 1).unwrap();
+        for i in 0..10u8 {
+            log.append_buffered(&[i; 9]).unwrap();
+        }
+        let rep = log.sync().unwrap();
+        assert_eq!(log.stats().commits, 1);
+        assert_eq!(rep.tail, 10 * record_size(9));
+        assert_eq!(log.iter().count(), 10);
+    }
 }

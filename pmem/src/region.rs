@@ -23,7 +23,8 @@ use crate::error::RegionError;
 ///   accesses themselves (the log does).
 /// - **Errors.** An error from `flush` or `fence` leaves it unknown which writes are durable;
 ///   the log then refuses further work until it is reopened and recovered.
-pub trait Region: Send + Sync {
+#[allow(clippy::len_without_is_empty)] // a region is never empty; `len` is its size
+pub trait Region: Send + Sync + std::fmt::Debug {
     /// Short backend name (`"dax"`, `"uring"`, `"file"`, `"sim"`).
     fn backend(&self) -> &'static str;
     /// Length of the region in bytes.

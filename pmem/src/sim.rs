@@ -142,7 +142,10 @@ impl SimRegion {
 
     /// Flips bit `bit` (0..8) of byte `offset` in both images, as media corruption would.
     pub fn flip_bit(&self, offset: u64, bit: u8) {
-        assert!(offset < self.len && bit < 8, "flip outside region: {offset}/{bit}");
+        assert!(
+            offset < self.len && bit < 8,
+            "flip outside region: {offset}/{bit}"
+        );
         let mut s = self.lock();
         s.current[offset as usize] ^= 1 << bit;
         s.durable[offset as usize] ^= 1 << bit;
@@ -233,5 +236,57 @@ impl Region for SimRegion {
         }
         s.record();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_flushed_and_fenced_words_are_durable() {
+        let r = SimRegion::new(64);
+        r.write(0, &[1; 16]).unwrap();
+        r.write(16, &[2; 8]).unwrap();
+        r.flush(0, 8).unwrap();
+        r.fence().unwrap();
+        let d = r.durable_image();
+        assert_eq!(&d[0..8], &[1; 8]);
+        assert_eq!(&d[8..24], &[0; 16], "unflushed words are not durable");
+        let p = r.crash_point();
+        assert_eq!(
+            p.pending.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // A crash may keep any subset, word by word.
+        let img = p.image(|i| i == 1);
+        assert_eq!(&img[8..16], &[0; 8]);
+        assert_eq!(&img[16..24], &[2; 8]);
+        let c = r.crash(|_| true);
+        assert_eq!(c.durable_image(), r.current_image());
+    }
+
+    #[test]
+    fn fence_without_flush_persists_nothing() {
+        let r = SimRegion::new(64);
+        r.write(8, &[7; 8]).unwrap();
+        r.fence().unwrap();
+        assert_eq!(r.durable_image(), vec![0; 64]);
+        assert_eq!(
+            r.counters(),
+            SimCounters {
+                writes: 1,
+                flushes: 0,
+                fences: 1
+            }
+        );
+    }
+
+    #[test]
+    fn unaligned_write_marks_every_word_it_touches() {
+        let r = SimRegion::new(64);
+        r.write(6, &[9; 4]).unwrap();
+        let words: Vec<u64> = r.crash_point().pending.iter().map(|(w, _)| *w).collect();
+        assert_eq!(words, [0, 1]);
     }
 }

@@ -125,7 +125,10 @@ impl UringRegion {
         let (file, len) = crate::file::open_sized(path, len_bytes)?;
         let ring = IoUring::new(opts.ring_entries)
             .map_err(|e| unsupported("io_uring_setup refused", e))?;
-        let bufs = [RawBuf::new(opts.staging_bytes), RawBuf::new(opts.staging_bytes)];
+        let bufs = [
+            RawBuf::new(opts.staging_bytes),
+            RawBuf::new(opts.staging_bytes),
+        ];
         let iovecs: Vec<libc::iovec> = bufs
             .iter()
             .map(|b| libc::iovec {
@@ -152,12 +155,10 @@ impl UringRegion {
         };
         // Probe: a bare fsync through the ring (seccomp filters may allow setup but not
         // io_uring_enter).
-        region
-            .submit(true)
-            .map_err(|e| match e {
-                RegionError::Sync { source } => unsupported("io_uring_enter refused", source),
-                other => other,
-            })?;
+        region.submit(true).map_err(|e| match e {
+            RegionError::Sync { source } => unsupported("io_uring_enter refused", source),
+            other => other,
+        })?;
         Ok(region)
     }
 
@@ -183,7 +184,10 @@ impl UringRegion {
         let mut merged: Vec<Pending> = Vec::with_capacity(writes.len());
         for w in writes.drain(..) {
             match merged.last_mut() {
-                Some(m) if m.file_off + m.len as u64 == w.file_off && m.buf_off + m.len == w.buf_off => {
+                Some(m)
+                    if m.file_off + m.len as u64 == w.file_off
+                        && m.buf_off + m.len == w.buf_off =>
+                {
                     m.len += w.len;
                 }
                 _ => merged.push(w),
@@ -247,8 +251,10 @@ impl UringRegion {
             let mut seen = 0;
             let mut first_err: Option<RegionError> = None;
             while seen < expected.len() {
-                let cqes: Vec<(u64, i32)> =
-                    ring.completion().map(|c| (c.user_data(), c.result())).collect();
+                let cqes: Vec<(u64, i32)> = ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result()))
+                    .collect();
                 if cqes.is_empty() {
                     ring.submit_and_wait(expected.len() - seen)
                         .map_err(|source| RegionError::Sync { source })?;

@@ -3,6 +3,7 @@
 //! panic, and nothing accepted that is not self-consistent. The property tests
 //! (`tests/decoders.rs`) and the unit tests below call the same functions, so the contracts
 //! the fuzzers check are also checked by every test run.
+#![forbid(unsafe_code)]
 
 use crate::frame::{Expect, HEADER_BYTES, decode_frame};
 use crate::handshake::{

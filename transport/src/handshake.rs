@@ -11,6 +11,7 @@
 //!
 //! [`handshake`] works over any `Read + Write` stream, so the TCP transport, the shared-memory
 //! set-up and the RDMA out-of-band exchange all use the same code.
+#![forbid(unsafe_code)]
 
 use bytemuck::{Pod, Zeroable};
 use std::io::{Read, Write};

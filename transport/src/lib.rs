@@ -10,7 +10,7 @@
 //! | [`frame`] | the fixed 48-byte `#[repr(C)]` frame header (ballot, slot, length, position, epoch, CRC-32C) |
 //! | [`ring`] | the ring protocol, generic over the backend seam [`RingSink`]/[`RingSource`]; layout and ordering contract |
 //! | [`shm`] | rings in memory shared between processes (`/dev/shm` file or anonymous mapping); the memory-ordering argument and its `loom` model check |
-//! | `rdma` | (feature `rdma`, branch `rdma`) the same ring over RDMA verbs |
+//! | `rdma` | (feature `rdma`) the same ring over RDMA verbs: see the `rdma` module docs |
 //! | [`tcp`] | framed messages over `TCP_NODELAY` sockets, reconnect with backoff, bounded buffers |
 //! | [`handshake`](mod@handshake) | cluster id, member id and protocol version checked before anything else flows |
 //! | [`message`] | the [`MessageSender`]/[`MessageReceiver`] traits (TCP and every ring implement them) |
@@ -20,7 +20,7 @@
 //! # Quick start
 //!
 //! A ring in shared memory, written by a leader and read by a follower (here both in one
-//! process; [`shm::ShmRing::create`]/[`shm::ShmRing::open`] put them in two):
+//! process; [`shm::ShmRing::create`] and [`shm::ShmRing::open`] put them in two):
 //!
 //! ```
 //! use keel_transport::ring::{RingConfig, RingReader, RingWriter};
@@ -98,6 +98,8 @@ pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 pub mod message;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod ring;
 pub mod shm;
 pub mod tcp;

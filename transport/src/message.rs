@@ -11,6 +11,7 @@
 //!   (the receiver is slow) returns an error; it never drops a message silently.
 //! - A link that reconnects (TCP) may lose the messages in flight when it broke, never
 //!   duplicates one, and keeps the order of the rest.
+#![forbid(unsafe_code)]
 
 use crate::ring::{AppendError, ReadError, RingReader, RingSink, RingSource, RingWriter};
 use std::time::{Duration, Instant};

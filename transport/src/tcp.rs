@@ -13,13 +13,15 @@
 //! - [`connect`] dials once; [`Redialer`] keeps a connection to one member, redialing with
 //!   exponential backoff when it breaks, and re-sending the message whose send failed (no
 //!   byte of it reached the peer's application, so this never duplicates).
-//! - [`Inbox`] receives from whichever peer connects, accepting the next connection when the
-//!   current one ends.
+//! - [`Inbox`] receives from every member that connects (a reader thread per connection,
+//!   a bounded queue). A pair of members thus uses one connection per direction: each
+//!   sends through its [`Redialer`] and receives in its [`Inbox`].
 //!
 //! # Hot path
 //! A send is one `write` syscall (header and payload copied into a reused buffer; payloads
 //! over 64 KiB go as two writes without a copy); a receive reads into a fixed buffer and
 //! hands out a borrowed slice. Nothing is allocated per message.
+#![forbid(unsafe_code)]
 
 use crate::handshake::{HandshakeConfig, HandshakeError, Peer, Role, handshake};
 use crate::message::{MessageReceiver, MessageSender};
@@ -345,11 +347,13 @@ impl TcpConnection {
                 self.end -= self.start;
                 self.start = 0;
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Ok(None);
             }
-            self.set_read_timeout(deadline - now)?;
+            // The socket timeout is the caller's whole timeout, set only when it changes (no
+            // syscall per message); a read that returns part of a message may thus wait up to
+            // one more timeout for the rest.
+            self.set_read_timeout(timeout)?;
             match self.stream.read(&mut self.recv_buf[self.end..]) {
                 Ok(0) => {
                     self.broken = true;
@@ -491,57 +495,56 @@ impl TcpAcceptor {
     }
 }
 
-/// Receives messages from whoever connects: a thread accepts connections and runs the
-/// handshake (so a slow or refused peer never blocks receiving), and when the current
-/// connection ends the next handshaken one is taken. At most [`INBOX_PENDING`] handshaken
-/// connections wait; refused peers are counted and closed.
+/// One item an [`Inbox`] hands out: a message from a peer, or the reason a peer's
+/// connection failed (a malformed message; the connection is closed).
+type InboxItem = Result<(Peer, Vec<u8>), TcpError>;
+
+/// Receives messages from every member that connects: a thread accepts connections and runs
+/// the handshake (a slow or refused peer never blocks receiving), and one thread per
+/// handshaken connection reads its messages into a bounded queue (when the queue is full the
+/// connection stops being read, so TCP flow control reaches the sender). Messages of one
+/// peer arrive in order; messages of different peers interleave.
+///
+/// Each message is copied once out of the socket buffer into its own `Vec`: this is for
+/// control messages. The replication hot path uses a ring, or a [`TcpConnection`] directly
+/// (no allocation per message).
 #[derive(Debug)]
 pub struct Inbox {
     addr: SocketAddr,
-    incoming: std::sync::mpsc::Receiver<TcpConnection>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    incoming: std::sync::mpsc::Receiver<InboxItem>,
+    shared: std::sync::Arc<InboxShared>,
     acceptor_thread: Option<std::thread::JoinHandle<()>>,
-    current: Option<TcpConnection>,
+    peer: Option<Peer>,
 }
 
-/// Handshaken connections an [`Inbox`] holds before its acceptor waits.
-pub const INBOX_PENDING: usize = 4;
+#[derive(Debug, Default)]
+struct InboxShared {
+    stop: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicU64,
+    /// Clones of the live connections' sockets, to sever them.
+    live: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+/// Messages an [`Inbox`] queues before it stops reading its connections.
+pub const INBOX_QUEUE: usize = 1024;
 
 impl Inbox {
     /// An inbox accepting on `acceptor` (starts the accepting thread).
     pub fn new(acceptor: TcpAcceptor) -> Result<Self, TcpError> {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let addr = acceptor.local_addr()?;
-        let (send, incoming) = std::sync::mpsc::sync_channel(INBOX_PENDING);
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let refused = std::sync::Arc::new(AtomicU64::new(0));
-        let (stop2, refused2) = (stop.clone(), refused.clone());
+        let (send, incoming) = std::sync::mpsc::sync_channel(INBOX_QUEUE);
+        let shared = std::sync::Arc::new(InboxShared::default());
+        let shared2 = std::sync::Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("keel-tcp-accept".into())
-            .spawn(move || {
-                while !stop2.load(Ordering::Relaxed) {
-                    match acceptor.accept_timeout(Duration::from_millis(50)) {
-                        Ok(Some(conn)) => {
-                            if send.send(conn).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(_) => {
-                            refused2.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            })
+            .spawn(move || accept_loop(&acceptor, &send, &shared2))
             .map_err(TcpError::Accept)?;
         Ok(Inbox {
             addr,
             incoming,
-            stop,
-            refused,
+            shared,
             acceptor_thread: Some(thread),
-            current: None,
+            peer: None,
         })
     }
 
@@ -552,25 +555,116 @@ impl Inbox {
 
     /// Peers refused by the handshake (or whose accept failed) so far.
     pub fn refused(&self) -> u64 {
-        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The current connection's peer.
+    /// The peer of the last message received.
     pub fn peer(&self) -> Option<&Peer> {
-        self.current.as_ref().map(TcpConnection::peer)
+        self.peer.as_ref()
     }
 
-    /// Drops the current connection (the sender sees it break and redials).
+    /// Receives the next message from any peer, waiting at most `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<(Peer, Vec<u8>)>, TcpError> {
+        match self.incoming.recv_timeout(timeout) {
+            Ok(Ok((peer, message))) => {
+                self.peer = Some(peer);
+                Ok(Some((peer, message)))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Closes every live connection (their senders see them break and redial).
     pub fn sever(&mut self) {
-        if let Some(mut conn) = self.current.take() {
-            conn.shutdown();
+        let live = std::mem::take(&mut *lock(&self.shared.live));
+        for stream in live {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking reader thread cannot leave the list inconsistent (push/take only).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn accept_loop(
+    acceptor: &TcpAcceptor,
+    send: &std::sync::mpsc::SyncSender<InboxItem>,
+    shared: &std::sync::Arc<InboxShared>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut readers = Vec::new();
+    while !shared.stop.load(Ordering::Relaxed) {
+        match acceptor.accept_timeout(Duration::from_millis(50)) {
+            Ok(Some(conn)) => {
+                let Ok(clone) = conn.stream.try_clone() else {
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                lock(&shared.live).push(clone);
+                let (to_inbox, for_reader) = (send.clone(), std::sync::Arc::clone(shared));
+                let reader = std::thread::Builder::new()
+                    .name("keel-tcp-read".into())
+                    .spawn(move || read_loop(conn, &to_inbox, &for_reader));
+                match reader {
+                    Ok(handle) => readers.push(handle),
+                    // No thread for it: the connection is dropped, its sender redials.
+                    Err(_) => {
+                        shared.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(_) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        readers.retain(|r: &std::thread::JoinHandle<()>| !r.is_finished());
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+}
+
+fn read_loop(
+    mut conn: TcpConnection,
+    send: &std::sync::mpsc::SyncSender<InboxItem>,
+    shared: &InboxShared,
+) {
+    use std::sync::atomic::Ordering;
+    let peer = conn.peer;
+    while !shared.stop.load(Ordering::Relaxed) {
+        match conn.next_message(Duration::from_millis(50)) {
+            Ok(Some((from, to))) => {
+                if send
+                    .send(Ok((peer, conn.recv_buf[from..to].to_vec())))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(TcpError::Closed | TcpError::Recv(_)) => return,
+            Err(e) => {
+                let _ = send.send(Err(e));
+                return;
+            }
         }
     }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sever();
+        // Unblock readers waiting on a full queue.
+        while self.incoming.try_recv().is_ok() {}
         if let Some(thread) = self.acceptor_thread.take() {
             let _ = thread.join();
         }
@@ -585,28 +679,7 @@ impl MessageReceiver for Inbox {
         timeout: Duration,
         f: impl FnOnce(&[u8]) -> T,
     ) -> Result<Option<T>, TcpError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let conn = match &mut self.current {
-                Some(conn) => conn,
-                None => match self.incoming.recv_timeout(left) {
-                    Ok(conn) => self.current.insert(conn),
-                    Err(_) => return Ok(None),
-                },
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            match conn.next_message(left) {
-                Ok(Some((from, to))) => return Ok(Some(f(&conn.recv_buf[from..to]))),
-                Ok(None) => return Ok(None),
-                // The sender went away: take the next connection (within the timeout).
-                Err(TcpError::Closed | TcpError::Recv(_)) => self.current = None,
-                Err(e) => {
-                    self.current = None;
-                    return Err(e);
-                }
-            }
-        }
+        Ok(self.recv(timeout)?.map(|(_, message)| f(&message)))
     }
 }
 
@@ -732,8 +805,7 @@ impl MessageSender for Redialer {
         let deadline = Instant::now() + timeout;
         loop {
             let conn = self.connection(deadline)?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            match conn.send_message(message, left) {
+            match conn.send_message(message, timeout) {
                 Ok(()) => return Ok(()),
                 Err(TcpError::Send(e))
                     if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>

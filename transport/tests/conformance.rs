@@ -32,9 +32,9 @@ impl RingFactory for ShmFile {
         let path = self.0.path().join(format!("ring{}", self.1));
         let follower = HandshakeConfig::new(1, 2, vec![1, 2]);
         let leader = HandshakeConfig::new(1, 1, vec![1, 2]);
-        let created = ShmRing::create(&path, capacity, &follower).unwrap();
+        let pending = ShmRing::create(&path, capacity, &follower).unwrap();
         let (opened, _) = ShmRing::open(&path, &leader, 2, 1).unwrap();
-        created.accept(&follower, Duration::from_secs(1)).unwrap();
+        let (created, _) = pending.accept(&follower, Duration::from_secs(1)).unwrap();
         (opened.into_sink(), created.into_source())
     }
 }

@@ -114,9 +114,9 @@ fn frames_cross_processes_in_order() {
     let dir = ring_dir();
     let path: PathBuf = dir.path().join("ring");
     let me = HandshakeConfig::new(CLUSTER, FOLLOWER, members());
-    let ring = ShmRing::create(&path, CAPACITY, &me).unwrap();
+    let pending = ShmRing::create(&path, CAPACITY, &me).unwrap();
     let child = spawn("leader", &path);
-    let peer = ring.accept(&me, Duration::from_secs(30)).unwrap();
+    let (ring, peer) = pending.accept(&me, Duration::from_secs(30)).unwrap();
     assert_eq!((peer.member_id, peer.epoch), (LEADER, 77));
     let mut reader = RingReader::new(ring.into_source(), ring_config(peer.epoch));
     let mut next = 0u64;
@@ -143,11 +143,11 @@ fn stranger_process_is_refused() {
     let dir = ring_dir();
     let path = dir.path().join("ring");
     let me = HandshakeConfig::new(CLUSTER, FOLLOWER, members());
-    let ring = ShmRing::create(&path, 4096, &me).unwrap();
+    let pending = ShmRing::create(&path, 4096, &me).unwrap();
     let status = wait(spawn("stranger", &path));
     assert_eq!(status.code(), Some(EXIT_REFUSED), "stranger not refused");
     assert!(matches!(
-        ring.accept(&me, Duration::from_millis(20)),
+        pending.accept(&me, Duration::from_millis(20)),
         Err(ShmError::HandshakeTimeout { .. })
     ));
     println!("ok: a process of another cluster was refused");

@@ -116,3 +116,39 @@ fn garbage_instead_of_a_handshake_is_refused() {
         .unwrap();
     assert_eq!(got, None);
 }
+
+#[test]
+fn an_inbox_receives_from_several_members_each_in_order() {
+    use keel_transport::tcp::Redialer;
+    let mut inbox = inbox();
+    let addr = inbox.local_addr();
+    let senders: Vec<_> = [1u64, 3]
+        .into_iter()
+        .map(|me| {
+            std::thread::spawn(move || {
+                let mut tx = Redialer::new(
+                    addr,
+                    HandshakeConfig::new(7, me, vec![1, 2, 3]),
+                    2,
+                    me * 1000,
+                    TcpConfig::default(),
+                );
+                for seq in 0u32..500 {
+                    tx.send(&seq.to_le_bytes(), Duration::from_secs(10))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = std::collections::BTreeMap::from([(1u64, 0u32), (3, 0)]);
+    while next.values().any(|n| *n < 500) {
+        let (peer, message) = inbox.recv(Duration::from_secs(10)).unwrap().unwrap();
+        let seq = u32::from_le_bytes(message.try_into().unwrap());
+        let expected = next.get_mut(&peer.member_id).unwrap();
+        assert_eq!(seq, *expected, "member {} out of order", peer.member_id);
+        *expected += 1;
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+}

@@ -1,11 +1,144 @@
 //! Keel's protocol core: a sans-I/O multi-Paxos replica.
 //!
 //! The core does no I/O, reads no clock, spawns no thread and draws randomness only from a
-//! seeded generator it owns (enforced by this crate's `clippy.toml`). A replica is driven by
-//! `step(event) -> commands`; the caller performs the commands.
+//! seeded generator it owns (ChaCha8, seeded at construction); iteration order is
+//! deterministic (`BTreeMap`/`BTreeSet` only). This crate's `clippy.toml` enforces all of it.
+//!
+//! # The event/command loop
+//!
+//! A [`Replica`] is a pure state machine. The host feeds it one [`Event`] at a time with
+//! [`Replica::step`] and carries out the [`Command`]s it appends, in order:
+//!
+//! | event | what the host means |
+//! |---|---|
+//! | [`Event::Tick`] | one unit of logical time passed (all timeouts are in ticks) |
+//! | [`Event::Propose`] | a client request to replicate |
+//! | [`Event::Message`] | a peer's [`Message`] arrived (decode with [`codec`]) |
+//! | [`Event::Persisted`] | every [`Command::Persist`] up to a token is durable |
+//! | [`Event::SnapshotTaken`] | the state machine checkpointed at a slot |
+//! | [`Event::Read`] / [`Event::FastRead`] | a linearizable / RSL session-consistent read |
+//! | [`Event::ChangeMembership`], [`Event::TransferLeadership`], [`Event::Relinquish`], [`Event::SetElectable`] | administration and the may-I-become-primary veto |
+//!
+//! Commands: [`Command::Persist`] (then report it), [`Command::Send`], [`Command::Apply`]
+//! (chosen decrees, in slot order), [`Command::TakeSnapshot`] / [`Command::InstallSnapshot`],
+//! [`Command::ProposalAborted`], [`Command::ReadReady`] / [`Command::ReadRefused`],
+//! [`Command::RoleChanged`], [`Command::MembershipChanged`]. All are plain data (`Debug`,
+//! `Clone`, `PartialEq`, `Eq`) so tests compare exact lists.
+//!
+//! After a crash the host rebuilds a [`PersistentState`] by applying, in order, the persist
+//! operations that were reported durable ([`PersistentState::apply`] is their reference
+//! meaning), restores its state machine from the snapshot in it, and calls
+//! [`Replica::recover`].
+//!
+//! ```
+//! use keel_core::{Command, Config, Event, Membership, PersistentState, Replica, ReplicaId, Role};
+//!
+//! // A one-voter cluster elects itself and commits a request.
+//! let config = Config::new(Membership::with_voters([ReplicaId(1)]));
+//! let mut replica = Replica::new(ReplicaId(1), config, 42).unwrap();
+//! let mut durable = PersistentState::default();
+//! let mut applied = Vec::new();
+//! let mut pending = vec![];
+//! for tick in 0..100 {
+//!     let mut out = Vec::new();
+//!     if tick == 50 {
+//!         replica.step(Event::Propose { id: keel_core::ProposalId(1), payload: b"x".to_vec() }, &mut out);
+//!     } else {
+//!         replica.step(Event::Tick, &mut out);
+//!     }
+//!     // Persist everything, then report it durable (a real host batches and fsyncs here).
+//!     while !out.is_empty() {
+//!         let mut last = None;
+//!         for cmd in out.drain(..) {
+//!             match cmd {
+//!                 Command::Persist { token, op } => { durable.apply(&op); last = Some(token); }
+//!                 Command::Apply { slot, decree } => applied.push((slot, decree)),
+//!                 other => pending.push(other),
+//!             }
+//!         }
+//!         if let Some(token) = last {
+//!             replica.step(Event::Persisted { token }, &mut out);
+//!         }
+//!     }
+//! }
+//! assert_eq!(replica.role(), Role::Leader);
+//! assert!(applied.iter().any(|(_, d)| matches!(d, keel_core::Decree::Batch(_))));
+//! ```
+//!
+//! # The protocol
+//!
+//! * **Ballots** `(round, leader)` only grow: the promise never decreases (checked at the end
+//!   of every step and by [`Replica::validate`]).
+//! * **Election**: a follower that hears no leader for a seeded random timeout runs a
+//!   *pre-vote* ([`Message::PreVote`]) that changes no state; voters refuse it while they hear
+//!   a leader or know more chosen slots, so a replica back from a partition cannot depose a
+//!   healthy leader. With a majority of grants it runs **phase 1 once for every slot above its
+//!   commit index** ([`Message::Prepare`]), needing a majority of the membership governing the
+//!   first unknown slot and of every membership decree the promises carry. Per slot it
+//!   re-proposes the value of the highest ballot and fills gaps with no-ops.
+//! * **Phase 2** is streamed: at most `Config::max_in_flight` slots above the commit index;
+//!   requests that arrive while the window is full are **batched** into one decree (up to
+//!   `max_batch_count` requests / `max_batch_bytes`). A slot is chosen when a majority of its
+//!   membership accepted it in the leader's ballot; the **commit index rides on every later
+//!   accept and heartbeat**; followers learn slots they accepted in that ballot and fetch the
+//!   rest ([`Message::CatchUpRequest`] → [`Message::Learn`] or [`Message::InstallSnapshot`]).
+//! * **Durability gating**: a promise and an acceptance acknowledgement are held until the
+//!   [`Event::Persisted`] covering their write; the leader counts its own vote the same way.
+//! * **Reads**: a leader holds a **lease** from the oldest heartbeat a majority acknowledged,
+//!   for `lease_ticks - clock_drift_ticks`; a follower that acknowledged refuses to promise
+//!   any other ballot for `lease_ticks` (and a restarted replica for `lease_ticks` after
+//!   start), so a new leader waits the old lease out. With leases off (or lapsed) reads use the
+//!   **read-index** path: served once a majority acknowledged a heartbeat sent after the read
+//!   arrived. Either way the read waits until the leader applied every slot it had assigned.
+//!   **Fast reads** (RSL) run on any replica once it applied the client's `min_slot`, and are
+//!   refused with [`ReadRefusal::Lagging`] beyond `fast_read_lag_max`.
+//! * **Leadership transfer** waits until the target has the leader's commit index and nothing
+//!   is in flight, gives up the lease and sends [`Message::TimeoutNow`]; the target's prepare
+//!   names the old ballot so lease guards protecting exactly that ballot let it through.
+//! * **Snapshots**: [`Command::TakeSnapshot`] every `snapshot_interval` slots; on
+//!   [`Event::SnapshotTaken`] the accepted log at and below it is released (a leader keeps
+//!   `log_retain_slots` chosen decrees for catch-up by log). A replica behind the retained log
+//!   gets the checkpoint, then the log after it.
+//! * **Membership** ([`MembershipChange`]: add/remove/replace a voter, add/promote a learner)
+//!   is a replicated [`Decree::Membership`]; chosen at slot `k` it governs slots from
+//!   `k + alpha` on (RSL's fixed-later-decree rule, alpha = `max_in_flight` =
+//!   [`Config::membership_alpha`]), so every slot a leader may send has a membership fixed by
+//!   chosen slots, and pipelining needs no barrier. One change at a time; the leader fills the
+//!   gap with no-ops so it comes into force at once; a leader not in the membership of its next
+//!   slot steps down. No checkpoint is taken while a chosen change is not yet in force, so a
+//!   checkpoint's single membership describes every slot after it.
+//!
+//! # Where each invariant is checked
+//!
+//! * Every handler asserts its preconditions and postconditions with `contract!` (panics name
+//!   the replica, its promise, commit and applied slot): ballot monotonicity (prepare, accept,
+//!   raise), one value per slot per ballot (accept, leader send, phase-1 merge), a chosen value
+//!   never changes (`learn_chosen`: a second, different value for a slot panics; a new leader
+//!   checks phase 1 found every value it already knew chosen), votes counted once (commit),
+//!   applied == commit after applying, durable tokens never regress (persisted).
+//! * [`Replica::validate`] checks the whole replica: applied <= commit, checkpoint <= applied,
+//!   no accepted value at or below the checkpoint, the leader's ballot is its promise and its
+//!   in-flight slots lie in (commit, next slot), a membership governs every slot. With the
+//!   `verify` feature it also sweeps the log (every accepted ballot <= promise, every slot up to
+//!   commit decided, the leader's values match its own acceptances and what is chosen).
+//!   The simulator (`keel-sim`) calls it after every step and checks cross-replica safety.
+//!
+//! # How it is tested
+//!
+//! `cargo test -p keel-core` runs: exact-command-list unit tests for each handler, table
+//! tests for quorum arithmetic, lockstep scenarios (lease reads, read-index, an isolated leader
+//! and its successor waiting out the lease, transfer, membership changes including removing the
+//! leader, snapshot catch-up, crash/restart), seeded random clusters of 3 and 5 replicas with
+//! loss, duplication, reordering, held partitions, crashes losing unsynced writes, snapshots,
+//! transfers and membership changes (`KEEL_CORE_SEEDS=N` runs more), and proptests of the
+//! codec (round trip, truncation, arbitrary and corrupted bytes). Feature `mutations` adds
+//! `Config::mutation` (deliberate bugs, see [`Mutation`]) and tests showing each one breaks safety; feature
+//! `verify` turns on the O(n) sweeps. `engine/core/fuzz` holds cargo-fuzz targets for both
+//! decoders.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod codec;
 mod config;
 mod error;
 mod io;
@@ -15,6 +148,7 @@ pub mod quorum;
 mod replica;
 mod types;
 
+pub use codec::DecodeError;
 pub use config::{Config, Mutation};
 pub use error::{ConfigError, MembershipError};
 pub use io::{AbortReason, Command, Event, PersistOp, PersistToken, ReadId, ReadRefusal, Role};

@@ -143,6 +143,8 @@ pub struct KvClient {
     pub deadline: Duration,
     /// The highest slot this client has seen (for session-consistent fast reads).
     pub seen_slot: u64,
+    /// How long one answer may take before the connection is given up (outcome unknown).
+    pub io_timeout: Duration,
 }
 
 impl KvClient {
@@ -154,6 +156,7 @@ impl KvClient {
             conn: None,
             deadline: Duration::from_secs(10),
             seen_slot: 0,
+            io_timeout: Duration::from_secs(12),
         }
     }
 
@@ -173,7 +176,7 @@ impl KvClient {
             }
             if self.conn.is_none() {
                 let addr = self.replicas[self.leader].1;
-                match Connection::open(addr, Duration::from_secs(12)) {
+                match Connection::open(addr, self.io_timeout) {
                     Ok(c) => self.conn = Some(c),
                     Err(e) => {
                         last = format!("{addr}: {e}");
@@ -196,13 +199,14 @@ impl KvClient {
                 Err(ClientError::Service(WireError::NotLeader { leader })) => {
                     last = format!("replica {:?} is not the leader", self.current());
                     self.conn = None;
-                    self.leader = match leader.and_then(|l| self.replicas.iter().position(|r| r.0 == l)) {
-                        Some(i) => i,
-                        None => {
-                            std::thread::sleep(Duration::from_millis(20));
-                            (self.leader + 1) % self.replicas.len()
-                        }
-                    };
+                    self.leader =
+                        match leader.and_then(|l| self.replicas.iter().position(|r| r.0 == l)) {
+                            Some(i) => i,
+                            None => {
+                                std::thread::sleep(Duration::from_millis(20));
+                                (self.leader + 1) % self.replicas.len()
+                            }
+                        };
                 }
                 Err(ClientError::Service(WireError::Retry(why))) => {
                     last = why;

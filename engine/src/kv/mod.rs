@@ -150,7 +150,8 @@ impl StateMachine for KvStore {
             r.finish()?;
             Ok(KvStore { map, applied })
         };
-        *self = parse(&mut r).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        *self =
+            parse(&mut r).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         Ok(())
     }
 }

@@ -73,13 +73,17 @@ fn submit(replica: &Replica<KvStore>, req: Request) -> Pending {
         Request::Put { key, value } => {
             Pending::Write(replica.propose(KvCommand::Put { key, value }.encode()))
         }
-        Request::Delete { key } => Pending::Write(replica.propose(KvCommand::Delete { key }.encode())),
+        Request::Delete { key } => {
+            Pending::Write(replica.propose(KvCommand::Delete { key }.encode()))
+        }
         Request::Get { key } => {
             Pending::Read(replica.read(move |kv: &KvStore| kv.get(&key).map(<[u8]>::to_vec)))
         }
-        Request::FastGet { key, min_slot } => Pending::Read(
-            replica.fast_read(min_slot, move |kv: &KvStore| kv.get(&key).map(<[u8]>::to_vec)),
-        ),
+        Request::FastGet { key, min_slot } => {
+            Pending::Read(replica.fast_read(min_slot, move |kv: &KvStore| {
+                kv.get(&key).map(<[u8]>::to_vec)
+            }))
+        }
         Request::Status => Pending::Status(replica.status()),
         Request::Members(change) => Pending::Slot(replica.change_membership(change)),
         Request::Transfer { to } => Pending::Unit(replica.transfer_leadership(to)),

@@ -104,9 +104,7 @@ impl From<crate::Error> for WireError {
         use crate::Error as E;
         match e {
             E::NotLeader { leader } => WireError::NotLeader { leader },
-            E::Aborted { .. } | E::Timeout { .. } | E::Dropped => {
-                WireError::Unknown(e.to_string())
-            }
+            E::Aborted { .. } | E::Timeout { .. } | E::Dropped => WireError::Unknown(e.to_string()),
             E::Refused { .. } | E::AlreadyTaken => WireError::Refused(e.to_string()),
             E::Busy { .. } | E::ReadRefused { .. } => WireError::Retry(e.to_string()),
             E::Failed(_) | E::ShutDown => WireError::Unavailable(e.to_string()),
@@ -304,8 +302,8 @@ pub fn decode_response(bytes: &[u8]) -> Result<(u64, Result<Reply, WireError>), 
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(body.len())
-        .map_err(|_| std::io::Error::other("frame larger than 4 GiB"))?;
+    let len =
+        u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame larger than 4 GiB"))?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(body);
@@ -338,10 +336,16 @@ mod tests {
     #[test]
     fn requests_and_responses_round_trip() {
         let reqs = vec![
-            Request::Put { key: b"k".to_vec(), value: b"v".to_vec() },
+            Request::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
             Request::Delete { key: b"k".to_vec() },
             Request::Get { key: b"k".to_vec() },
-            Request::FastGet { key: b"k".to_vec(), min_slot: 9 },
+            Request::FastGet {
+                key: b"k".to_vec(),
+                min_slot: 9,
+            },
             Request::Status,
             Request::Members(MemberChange::Replace { old: 1, new: 4 }),
             Request::Members(MemberChange::AddLearner(4)),
@@ -354,8 +358,14 @@ mod tests {
             assert_eq!(decode_request(&buf).unwrap(), (i as u64, req));
         }
         let resps = vec![
-            Ok(Reply::Written { slot: 3, prev: None }),
-            Ok(Reply::Value { slot: 3, value: Some(b"x".to_vec()) }),
+            Ok(Reply::Written {
+                slot: 3,
+                prev: None,
+            }),
+            Ok(Reply::Value {
+                slot: 3,
+                value: Some(b"x".to_vec()),
+            }),
             Ok(Reply::Status("{}".into())),
             Ok(Reply::Done { slot: 0 }),
             Err(WireError::NotLeader { leader: Some(2) }),

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use keel_core::ReplicaId;
 use keel_core::Message;
+use keel_core::ReplicaId;
 
 use super::Net;
 use crate::runtime::Signal;

@@ -11,8 +11,8 @@
 pub mod local;
 pub mod tcp;
 
-use keel_core::ReplicaId;
 use keel_core::Message;
+use keel_core::ReplicaId;
 
 /// A message transport as the replica loop sees it.
 pub trait Net: Send {

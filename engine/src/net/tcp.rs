@@ -102,11 +102,16 @@ impl TcpNet {
             id: me.id,
             addr: listen.to_string(),
         })?;
-        let listener =
-            TcpListener::bind(listen).map_err(|source| TcpError::Bind { addr: listen, source })?;
+        let listener = TcpListener::bind(listen).map_err(|source| TcpError::Bind {
+            addr: listen,
+            source,
+        })?;
         listener
             .set_nonblocking(true)
-            .map_err(|source| TcpError::Bind { addr: listen, source })?;
+            .map_err(|source| TcpError::Bind {
+                addr: listen,
+                source,
+            })?;
         let hs = handshake_config(config);
         let inbox: Inbox = Arc::new(Mutex::new(Vec::new()));
         {
@@ -312,7 +317,9 @@ fn accept_loop(
                     std::thread::sleep(POLL);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(_) => std::thread::sleep(POLL),
         }
     }

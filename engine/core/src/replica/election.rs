@@ -33,7 +33,7 @@ impl Replica {
             deadline,
         });
         let voters: Vec<ReplicaId> = self
-            .latest_membership()
+            .governing()
             .voters
             .iter()
             .copied()
@@ -69,11 +69,19 @@ impl Replica {
             || self
                 .last_leader_contact
                 .is_some_and(|t| self.now - t < self.config.election_timeout_min_ticks);
-        let granted = ballot > self.promised
-            && !leader_alive
+        if ballot <= self.promised {
+            // Tell the candidate how far ballots have gone so its next try can win.
+            let msg = Message::Nack {
+                ballot,
+                promised: self.promised,
+            };
+            out.push(Command::Send { to: from, msg });
+            return;
+        }
+        let granted = !leader_alive
             && self.now >= self.lease_guard_until
             && commit >= self.commit
-            && self.latest_membership().voters.contains(&from);
+            && self.governing().voters.contains(&from);
         out.push(Command::Send {
             to: from,
             msg: Message::PreVoteReply { ballot, granted },
@@ -101,7 +109,7 @@ impl Replica {
         let RoleState::PreCandidate(p) = &self.role else {
             return;
         };
-        if !self.latest_membership().is_quorum(&p.grants) {
+        if !self.governing().is_quorum(&p.grants) {
             return;
         }
         let ballot = p.ballot;
@@ -134,7 +142,10 @@ impl Replica {
         );
         let token = self.raise_promise(ballot, out);
         let from_slot = self.commit + 1;
-        let voters: BTreeSet<ReplicaId> = self.membership_at(from_slot).voters.clone();
+        let mut voters: BTreeSet<ReplicaId> = self.membership_at(from_slot).voters.clone();
+        for m in self.configs.range(from_slot + 1..).map(|(_, m)| m) {
+            voters.extend(m.voters.iter().copied());
+        }
         let deadline = self.now + self.rng_timeout();
         let mut contacted = BTreeSet::new();
         for &to in voters.iter().filter(|v| **v != self.id) {
@@ -326,14 +337,24 @@ impl Replica {
                 decree: d.clone(),
             })
             .collect();
-        let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        // The membership decrees that may be chosen: per slot, the value of the highest ballot
+        // among the promises so far (what this candidate would re-propose).
+        let mut highest: BTreeMap<Slot, (Ballot, &Decree)> = BTreeMap::new();
         for e in c
             .promises
             .values()
             .flat_map(|p| p.accepted.iter())
             .chain(own.iter())
         {
-            if let Decree::Membership(m) = &e.decree {
+            if highest.get(&e.slot).is_none_or(|(b, _)| *b < e.ballot) {
+                highest.insert(e.slot, (e.ballot, &e.decree));
+            }
+        }
+        let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        // Chosen memberships not yet in force govern slots this phase 1 covers.
+        required.extend(self.configs.range(c.from_slot + 1..).map(|(_, m)| m));
+        for (_, d) in highest.values() {
+            if let Decree::Membership(m) = d {
                 required.push(m);
             }
         }
@@ -356,7 +377,7 @@ impl Replica {
         );
         contract!(
             self,
-            c.from_slot == self.commit + 1,
+            c.from_slot <= self.commit + 1,
             "elected from slot {} stale",
             c.from_slot
         );
@@ -394,7 +415,9 @@ impl Replica {
             .unwrap_or(self.commit)
             .max(self.commit);
         let mut in_flight = BTreeMap::new();
-        for slot in c.from_slot..=last {
+        // Slots learned chosen while we campaigned (catch-up) need no second round.
+        let first = self.commit + 1;
+        for slot in first..=last {
             let decree = merged.remove(&slot).map_or(Decree::Noop, |(_, d)| d);
             in_flight.insert(
                 slot,
@@ -409,7 +432,7 @@ impl Replica {
         if in_flight.is_empty() {
             // Commit something in our own ballot so reads and the commit index move.
             in_flight.insert(
-                c.from_slot,
+                first,
                 super::InFlight {
                     decree: Decree::Noop,
                     acks: Vec::new(),
@@ -418,11 +441,11 @@ impl Replica {
                 },
             );
         }
-        let next_slot = in_flight.keys().next_back().map_or(c.from_slot, |s| s + 1);
-        let mut leader = Leader {
+        let next_slot = in_flight.keys().next_back().map_or(first, |s| s + 1);
+        let leader = Leader {
             ballot: c.ballot,
             next_slot,
-            next_send: c.from_slot,
+            next_send: first,
             in_flight,
             queue: VecDeque::new(),
             peers: BTreeMap::new(),
@@ -433,15 +456,14 @@ impl Replica {
             reads: VecDeque::new(),
             transfer: None,
         };
-        for id in self
-            .membership_at(c.from_slot)
-            .members()
-            .filter(|m| *m != self.id)
-        {
-            leader.peers.insert(id, Peer::default());
-        }
         self.leader_hint = Some(self.id);
         self.role = RoleState::Leader(Box::new(leader));
+        let targets = self.leader_targets();
+        if let RoleState::Leader(l) = &mut self.role {
+            for id in targets {
+                l.peers.insert(id, Peer::default());
+            }
+        }
         self.pump(out);
         self.broadcast_heartbeat(out);
         contract!(
@@ -493,7 +515,7 @@ impl Replica {
     pub(super) fn on_transfer_leadership(&mut self, to: ReplicaId, out: &mut Vec<Command>) {
         let now = self.now;
         let timeout = self.config.transfer_timeout_ticks;
-        let is_voter = self.latest_membership().voters.contains(&to);
+        let is_voter = self.governing().voters.contains(&to);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
