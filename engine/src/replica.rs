@@ -421,6 +421,7 @@ impl<S: StateMachine> Replica<S> {
             committed: 0,
             peers: BTreeMap::new(),
             transfer_timeout: Duration::from_millis(config.timing.election_timeout_max_ms * 4),
+            parks: 0,
         };
         let name = format!("keel-loop-{}", config.id);
         let h = Arc::clone(&health);
@@ -696,6 +697,7 @@ struct Loop<S: StateMachine> {
     committed: u64,
     peers: BTreeMap<u64, PeerTrack>,
     transfer_timeout: Duration,
+    parks: u64,
 }
 
 impl<S: StateMachine> Loop<S> {
@@ -708,6 +710,7 @@ impl<S: StateMachine> Loop<S> {
             } else {
                 doing("idle");
                 idle.idle(&self.shared.signal, self.next_tick);
+                self.parks = idle.parks;
             }
         }
     }
@@ -1113,7 +1116,7 @@ impl<S: StateMachine> Loop<S> {
             flush_latency_us: flush,
             batch_size: Summary::of(&self.batch_size),
             flushes,
-            loop_parks: 0,
+            loop_parks: self.parks,
             uptime_us: u64::try_from((now - self.started).as_micros()).unwrap_or(u64::MAX),
         }
     }
