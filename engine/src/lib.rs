@@ -85,7 +85,8 @@
 //!   answers with an error.
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
-//! - [`net`]: the `local` (in-process) and `tcp` transports.
+//! - [`net`]: the `tcp` transport, `shm` rings between the replicas of one process, and the
+//!   `local` in-process queues.
 //! - [`kv`]: the example replicated key-value service used by `keel run`, `keel demo` and the
 //!   end-to-end tests.
 //!
@@ -114,6 +115,7 @@ pub use completion::Completion;
 pub use config::{Builder, Config, ConfigError, Member, TransportKind};
 pub use error::{Error, StartError};
 pub use net::local::LocalNetwork;
+pub use net::shm::ShmMesh;
 pub use replica::{Applied, MemberChange, Replica, StartOptions};
 pub use runtime::Failure;
 pub use state_machine::{Membership, Role, StateMachine};
