@@ -304,6 +304,16 @@ impl ShmProcessNet {
             std::thread::Builder::new()
                 .name(format!("keel-shm-accept-{me}-{peer}"))
                 .spawn(move || {
+                    // Ring files of this pair left by an earlier incarnation (killed before it
+                    // could unlink them): this replica is their only creator.
+                    if let (Some(parent), Some(name)) = (base.parent(), base.file_name()) {
+                        let prefix = format!("{}.ring-", name.to_string_lossy());
+                        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                                let _ = std::fs::remove_file(entry.path());
+                            }
+                        }
+                    }
                     let r = nonce();
                     let want = base.with_extension("want");
                     let current = base.with_extension("current");
