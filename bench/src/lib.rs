@@ -13,18 +13,43 @@
 //! - [`log_bench`]: `keel-bench log`, the persistence log against bare pwrite + fdatasync;
 //! - [`ring_bench`]: `keel-bench ring`, the transports against cache-line and TCP ping-pongs;
 //! - [`load`]: the closed/open-loop load generator shared by `local`, `client` and `etcd`;
-//! - [`etcd`]: `keel-bench etcd`, the same load against etcd's v3 JSON gateway.
+//! - [`etcd`]: `keel-bench etcd`, the same load against etcd's v3 JSON gateway;
+//! - [`local`]: `keel-bench local`, a Keel cluster in this process, and its fail-over time;
+//! - [`markdown`]: `keel-bench markdown`, `--json` reports as Markdown tables.
 //!
-//! Tested by unit tests that feed synthetic histograms and assert the exact percentiles,
-//! ratios, JSON fields and targets, and by a smoke test that runs `keel-bench limits` briefly.
-//! Speed itself is never asserted by tests: the binary measures it.
+//! # Subcommands of the binary
+//!
+//! | subcommand | measures | limits measured in the same run |
+//! |---|---|---|
+//! | `limits` | the machine alone | cache-line RTT, TCP loopback RTT (busy, blocking), fdatasync of a 4 KiB overwrite, pwrite+fdatasync of 64 B/1 KiB/64 KiB, `ib_write_lat` when an RDMA device exists |
+//! | `log` | keel-pmem appends per backend (file, uring, dax), single and 16 appenders | bare pwrite+fdatasync of the same size on the same file system |
+//! | `ring` | keel-transport round trip and stream, shm and tcp (rdma: skipped with the reason unless built for it) | cache-line RTT, TCP RTT of the same size |
+//! | `local` | a 3-replica Keel cluster in this process: commit latency/throughput per transport and durability, closed or open loop, fail-over | cache-line RTT, TCP RTT, pwrite+fdatasync |
+//! | `replica`, `client` | a multi-host cluster (one replica per host with the KV service; one host drives the load) | TCP RTT on the client host |
+//! | `etcd` | etcd's v3 JSON gateway under the same load | pwrite+fdatasync, TCP RTT |
+//! | `markdown` | renders `--json` reports as tables (`bench/baseline.sh` writes `docs/PERFORMANCE.md` with it) | - |
+//!
+//! Every measuring subcommand takes `--json FILE`, `--plot FILE.svg`, `--duration-ms`,
+//! `--cores A,B` and `--quiet`, prints a progress line to stderr every second, and prints a
+//! summary where each figure carries its ratio to the matching limit.
+//!
+//! # How it is tested
+//!
+//! Unit tests feed synthetic histograms and assert the exact percentiles, ratios, JSON fields,
+//! Markdown rows and target verdicts; the load generator is tested for open-loop queueing
+//! being counted from the intended send time; the etcd client against a scripted HTTP server;
+//! the perftest parser against a captured output. `tests/smoke_limits.rs` runs `keel-bench
+//! limits` briefly and `tests/smoke_local.rs` runs `keel-bench local` with one client on an
+//! in-process cluster. Speed itself is never asserted by tests: the binary measures it.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod etcd;
 pub mod limits;
 pub mod load;
+pub mod local;
 pub mod log_bench;
+pub mod markdown;
 pub mod plot;
 pub mod progress;
 pub mod report;

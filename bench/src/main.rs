@@ -98,6 +98,408 @@ enum Command {
     /// The same load as `local`, against an etcd cluster's v3 JSON gateway (HTTP/1.1
     /// keep-alive, one connection per client, clients spread over the endpoints).
     Etcd(EtcdArgs),
+    /// A Keel cluster in this process: commit latency and throughput per transport and
+    /// durability mode, closed or open loop, and the fail-over time.
+    Local(LocalArgs),
+    /// Runs one replica of a multi-host cluster (KV service on the member's admin_addr)
+    /// until killed; `keel-bench client` drives the load.
+    Replica(ReplicaArgs),
+    /// Drives the load against a multi-host cluster of `keel-bench replica` processes.
+    Client(ClientArgs),
+    /// Renders `--json` reports as Markdown tables (for docs/PERFORMANCE.md).
+    Markdown {
+        /// The JSON reports.
+        files: Vec<PathBuf>,
+    },
+}
+
+fn run_markdown(files: &[PathBuf]) -> anyhow::Result<()> {
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", f.display()))?;
+        println!("{}", keel_bench::markdown::render(&v));
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+struct LocalArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Transports: local (in-process channels), tcp, shm.
+    #[arg(long, value_delimiter = ',', default_value = "local,tcp")]
+    transports: Vec<String>,
+    /// Durability modes: none, file, uring, dax.
+    #[arg(long, value_delimiter = ',', default_value = "none,file")]
+    durability: Vec<String>,
+    /// Replicas in the cluster.
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// Directory for the replicas' logs (a disk file system for durable runs).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Most commands in one decree (batch bound).
+    #[arg(long, default_value_t = 256)]
+    batch_entries: usize,
+    /// Most decrees in flight (pipeline bound).
+    #[arg(long, default_value_t = 32)]
+    pipeline: usize,
+    /// Election timeout range in milliseconds, as MIN,MAX.
+    #[arg(long, value_parser = parse_core_pair, default_value = "60,120")]
+    election_timeout_ms: (usize, usize),
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    heartbeat_ms: u64,
+    /// Protocol tick in microseconds.
+    #[arg(long, default_value_t = 500)]
+    tick_us: u64,
+    /// Pin replica loops round-robin to these cores (default: not pinned).
+    #[arg(long, value_delimiter = ',')]
+    pin_replicas: Vec<usize>,
+    /// Skip the fail-over measurement.
+    #[arg(long)]
+    no_failover: bool,
+    /// First TCP port for the tcp transport.
+    #[arg(long, default_value_t = 27100)]
+    base_port: u16,
+    /// Log region per replica, in MiB.
+    #[arg(long, default_value_t = 256)]
+    log_mib: u64,
+    /// JSON report of `keel-bench etcd` from the same script run (for the 20x-etcd target).
+    #[arg(long)]
+    etcd_json: Option<PathBuf>,
+    /// openraft's best in-memory figure on this machine, in commits/s (for the 3x target).
+    #[arg(long)]
+    openraft_best: Option<f64>,
+}
+
+/// The throughput of the figure whose name ends with `suffix` in a keel-bench JSON report.
+fn throughput_in_report(
+    path: &std::path::Path,
+    suffix: &str,
+) -> anyhow::Result<Option<(f64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(v["results"].as_array().and_then(|rs| {
+        rs.iter()
+            .find(|r| r["name"].as_str().is_some_and(|n| n.ends_with(suffix)))
+            .map(|r| {
+                (
+                    r["summary"]["throughput_per_s"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN),
+                    r["summary"]["p99_ns"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+    }))
+}
+
+fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
+    use keel_bench::local::{Cluster, ClusterOptions, cluster_params};
+    use keel_bench::report::{Bound, LimitOutcome, Skipped, Target};
+    let mut p = a.common.params();
+    p.extend(a.load.params());
+    p.push(("transports", serde_json::json!(a.transports)));
+    p.push(("durability", serde_json::json!(a.durability)));
+    p.push(("replicas", a.replicas.into()));
+    p.push(("dir", a.dir.display().to_string().into()));
+    p.push(("filesystem", limits::filesystem_of(&a.dir).into()));
+    p.push(("openraft_best", a.openraft_best.into()));
+    let mut report = Report::new("local", params(p));
+    let lo = a.common.limit_options();
+    let size = a.load.payload;
+    report.add_limit(LimitOutcome::Measured(limits::cacheline_rtt(&lo)?));
+    if a.transports.iter().any(|t| t == "tcp") {
+        report.add_limit(LimitOutcome::Measured(limits::tcp_rtt(size, true, &lo)?));
+        report.add_limit(LimitOutcome::Measured(limits::tcp_rtt(size, false, &lo)?));
+    }
+    let durable = a.durability.iter().any(|d| d != "none");
+    if durable {
+        report.add_limit(LimitOutcome::Measured(limits::pwrite_fdatasync(
+            &a.dir, size, &lo,
+        )?));
+    }
+    let timing = keel_engine::config::Timing {
+        tick_us: a.tick_us,
+        heartbeat_ms: a.heartbeat_ms,
+        election_timeout_min_ms: a.election_timeout_ms.0 as u64,
+        election_timeout_max_ms: a.election_timeout_ms.1 as u64,
+        ..Default::default()
+    };
+    let batching = keel_engine::config::Batching {
+        max_batch_entries: a.batch_entries,
+        pipeline_window: a.pipeline,
+        ..Default::default()
+    };
+    let mut port = a.base_port;
+    let mut best_memory_rate = f64::NAN;
+    for transport in &a.transports {
+        for durability in &a.durability {
+            let co = ClusterOptions {
+                replicas: a.replicas,
+                transport: transport.clone(),
+                durability: durability.clone(),
+                dir: a.dir.clone(),
+                base_port: port,
+                batching: batching.clone(),
+                timing: timing.clone(),
+                pin_cores: a.pin_replicas.clone(),
+                log_bytes: a.log_mib << 20,
+            };
+            port += 10;
+            let prefix = format!("keel-{transport}-{durability}-{}", limits::size_label(size));
+            let mut cluster = match Cluster::start(&co) {
+                Ok(c) => c,
+                Err(e) => {
+                    report.skipped.push(Skipped {
+                        name: prefix.clone(),
+                        reason: format!("{:#}: skipped", anyhow::Error::from(e)),
+                    });
+                    continue;
+                }
+            };
+            if let Err(e) = cluster.leader(Duration::from_secs(10)) {
+                report.skipped.push(Skipped {
+                    name: prefix.clone(),
+                    reason: format!("{e}: skipped"),
+                });
+                continue;
+            }
+            let limit = if durability != "none" {
+                limits::pwrite_fdatasync_name(size)
+            } else if transport == "tcp" {
+                limits::tcp_rtt_name(size, false)
+            } else {
+                limits::CACHELINE_RTT.to_string()
+            };
+            for &clients in &a.load.clients {
+                let name = format!("{prefix}-c{clients}");
+                let o = a.load.options(&a.common, clients, name.clone());
+                let r =
+                    keel_bench::load::run(&cluster, &o).with_context(|| format!("load {name}"))?;
+                let mut fp = cluster_params(&co);
+                fp.insert("clients".into(), clients.into());
+                add_load(&mut report, &name, fp, &r, Some(&limit));
+                let Some(m) = report.result(&name).cloned() else {
+                    continue;
+                };
+                let Some(l) = report.limit(&limit).cloned() else {
+                    continue;
+                };
+                if durability == "none" {
+                    best_memory_rate = best_memory_rate.max(m.summary.throughput_per_s);
+                }
+                if durability == "none" && transport != "tcp" && clients == 1 {
+                    report.targets.push(Target::new(
+                        format!("{name} p50 <= 4x {limit} p50"),
+                        m.summary.p50_ns,
+                        l.summary.p50_ns,
+                        Bound::AtMost,
+                        4.0,
+                    ));
+                }
+                if durability == "file" && clients == 1 {
+                    report.targets.push(Target::new(
+                        format!("{name} p50 <= 1.3x {limit} p50"),
+                        m.summary.p50_ns,
+                        l.summary.p50_ns,
+                        Bound::AtMost,
+                        1.3,
+                    ));
+                }
+                if durability == "file"
+                    && clients == 64
+                    && let Some(path) = &a.etcd_json
+                    && let Some((etcd_rate, etcd_p99)) = throughput_in_report(path, "-c64")?
+                {
+                    report.targets.push(Target::new(
+                        format!("{name} throughput >= 20x etcd at 64 clients"),
+                        m.summary.throughput_per_s,
+                        etcd_rate,
+                        Bound::AtLeast,
+                        20.0,
+                    ));
+                    report.targets.push(Target::new(
+                        format!("{name} p99 below etcd's p99 at 64 clients"),
+                        m.summary.p99_ns,
+                        etcd_p99,
+                        Bound::AtMost,
+                        1.0,
+                    ));
+                }
+            }
+            if !a.no_failover {
+                let name = format!("{prefix}-failover");
+                match cluster.failover(&vec![0u8; size], Duration::from_secs(10)) {
+                    Ok(d) => {
+                        let mut lat = keel_bench::stats::Latencies::new()?;
+                        lat.record(d);
+                        let mut fp = cluster_params(&co);
+                        fp.insert(
+                            "note".into(),
+                            "leader killed to first commit by the new leader".into(),
+                        );
+                        report.add_latencies(&name, fp, &lat, d, None);
+                        let bound_ms = if transport == "tcp" { 10.0 } else { 1.0 };
+                        report.targets.push(Target::new(
+                            format!(
+                                "{name} under {bound_ms} ms (election timeout {}-{} ms)",
+                                cluster.election_timeout_ms.0, cluster.election_timeout_ms.1
+                            ),
+                            d.as_nanos() as f64,
+                            bound_ms * 1e6,
+                            Bound::AtMost,
+                            1.0,
+                        ));
+                    }
+                    Err(e) => report.skipped.push(Skipped {
+                        name,
+                        reason: format!("{e}"),
+                    }),
+                }
+            }
+            drop(cluster);
+        }
+    }
+    if best_memory_rate.is_finite() {
+        report.targets.push(Target::new(
+            "best in-memory throughput >= 1,000,000 commits/s",
+            best_memory_rate,
+            1e6,
+            Bound::AtLeast,
+            1.0,
+        ));
+        if let Some(o) = a.openraft_best {
+            report.targets.push(Target::new(
+                "best in-memory throughput >= 3x openraft's best on this machine",
+                best_memory_rate,
+                o,
+                Bound::AtLeast,
+                3.0,
+            ));
+        }
+    }
+    a.common.finish(&report)
+}
+
+#[derive(Args, Debug)]
+struct ReplicaArgs {
+    /// The replica's configuration (TOML; see keel-engine's Config). Its member's admin_addr
+    /// is where the KV service listens for `keel-bench client`.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+fn run_replica(a: &ReplicaArgs) -> anyhow::Result<()> {
+    let config = keel_engine::Config::from_toml_file(&a.config)?;
+    let admin = config
+        .me()
+        .and_then(|m| m.admin_addr.clone())
+        .context("the member's admin_addr (the KV service address) is not set")?;
+    let addr: std::net::SocketAddr = admin
+        .parse()
+        .with_context(|| format!("admin_addr {admin}"))?;
+    let replica = std::sync::Arc::new(keel_engine::Replica::start(
+        config,
+        keel_engine::kv::KvStore::new(),
+    )?);
+    let bound = keel_engine::kv::service::serve(std::sync::Arc::clone(&replica), addr)?;
+    eprintln!("replica {} serving on {bound}", replica.id());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if let Err(e) = replica.health() {
+            anyhow::bail!("replica failed: {e}");
+        }
+        eprintln!(
+            "  replica {}: {:?}, commit index {}",
+            replica.id(),
+            replica.role(),
+            replica.commit_index()
+        );
+    }
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The replicas' KV service addresses, as ID=HOST:PORT, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    replicas: Vec<String>,
+}
+
+struct KvTarget {
+    replicas: Vec<(u64, std::net::SocketAddr)>,
+}
+
+struct KvSession {
+    client: keel_engine::kv::client::KvClient,
+    id: usize,
+}
+
+impl keel_bench::load::Target for KvTarget {
+    type Session = KvSession;
+    fn session(&self, client: usize) -> Result<KvSession, keel_bench::load::RequestError> {
+        Ok(KvSession {
+            client: keel_engine::kv::client::KvClient::new(self.replicas.clone()),
+            id: client,
+        })
+    }
+}
+
+impl keel_bench::load::Session for KvSession {
+    fn request(&mut self, seq: u64, payload: &[u8]) -> Result<(), keel_bench::load::RequestError> {
+        let key = format!("c{}-{}", self.id, seq % 1000);
+        self.client.put(key.as_bytes(), payload)?;
+        Ok(())
+    }
+}
+
+fn run_client(a: &ClientArgs) -> anyhow::Result<()> {
+    let mut replicas = Vec::new();
+    for r in &a.replicas {
+        let (id, addr) = r.split_once('=').context("expected ID=HOST:PORT")?;
+        replicas.push((id.parse()?, addr.parse()?));
+    }
+    let mut p = a.common.params();
+    p.extend(a.load.params());
+    p.push(("replicas", serde_json::json!(a.replicas)));
+    let mut report = Report::new("client", params(p));
+    let lo = a.common.limit_options();
+    report.add_limit(keel_bench::report::LimitOutcome::Measured(limits::tcp_rtt(
+        a.load.payload,
+        false,
+        &lo,
+    )?));
+    let target = KvTarget { replicas };
+    for &clients in &a.load.clients {
+        let name = format!(
+            "keel-kv-put-{}-c{clients}",
+            limits::size_label(a.load.payload)
+        );
+        let o = a.load.options(&a.common, clients, name.clone());
+        let r = keel_bench::load::run(&target, &o)?;
+        add_load(
+            &mut report,
+            &name,
+            params([("clients", clients)]),
+            &r,
+            Some(&limits::tcp_rtt_name(a.load.payload, false)),
+        );
+    }
+    report.notes.push(
+        "the TCP limit is loopback on the client host; across hosts the network round trip \
+         is the floor"
+            .into(),
+    );
+    a.common.finish(&report)
 }
 
 /// The load every Keel and peer run takes.
@@ -395,5 +797,9 @@ fn main() -> anyhow::Result<()> {
         Command::Log(a) => run_log(a),
         Command::Ring(a) => run_ring(a),
         Command::Etcd(a) => run_etcd(a),
+        Command::Local(a) => run_local(a),
+        Command::Replica(a) => run_replica(a),
+        Command::Client(a) => run_client(a),
+        Command::Markdown { files } => run_markdown(files),
     }
 }

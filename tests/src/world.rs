@@ -618,24 +618,17 @@ impl World {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
             let mut out = Vec::new();
-            {
-                let Some(node) = self.nodes.get_mut(&id) else {
-                    return Ok(());
-                };
-                let Some(replica) = node.replica.as_mut() else {
-                    return Ok(());
-                };
-                let show = self.spec.trace_lines > 0 || self.spec.verbose;
-                let line = if show {
-                    Some(format!("r{id} <- {event:?}"))
-                } else {
-                    None
-                };
+            let up = self.nodes.get(&id).is_some_and(|n| n.replica.is_some());
+            if !up {
+                return Ok(());
+            }
+            // Log the event before stepping, so a panic inside the step shows what caused it.
+            if self.spec.trace_lines > 0 || self.spec.verbose {
+                self.log(|| format!("r{id} <- {event:?}"));
+            }
+            if let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) {
                 replica.step(event, &mut out);
                 replica.validate();
-                if let Some(l) = line {
-                    self.log(|| l);
-                }
             }
             for cmd in out {
                 if self.spec.trace_lines > 0 || self.spec.verbose {

@@ -12,7 +12,7 @@
 //! delivered, writer and reader restarts (ring reconnect), TCP reconnect after the link breaks.
 #![forbid(unsafe_code)]
 
-use crate::frame::{FrameHeader, HEADER_BYTES, frame_len};
+use crate::frame::{FRAME_ALIGN, FrameHeader, frame_len};
 use crate::message::{MessageReceiver, MessageSender};
 use crate::ring::{
     AppendError, ReadError, RingConfig, RingReader, RingSink, RingSource, RingWriter,
@@ -309,12 +309,13 @@ pub fn ring_reports_stale_and_torn_frames<F: RingFactory>(factory: &mut F) {
         matches!(result, Err(ReadError::Corrupt { .. })),
         "{result:?}"
     );
-    // Torn: the tail covers only the header.
+    // Torn: the tail covers only the frame's first cache line (its header).
     let (mut sink, source) = factory.ring(capacity);
+    let body = payload(9, 100);
     let good = FrameHeader::entry(0, config.epoch, 1, 0, &body);
     sink.write(0, &[good.as_bytes()])
         .unwrap_or_else(|e| panic!("{e}"));
-    sink.publish_tail(HEADER_BYTES as u64)
+    sink.publish_tail(FRAME_ALIGN as u64)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut r = RingReader::new(source, config);
     let result = r.poll(usize::MAX, |f| panic!("torn frame {} delivered", f.slot));

@@ -10,7 +10,7 @@
 //! | [`frame`] | the fixed 48-byte `#[repr(C)]` frame header (ballot, slot, length, position, epoch, CRC-32C) |
 //! | [`ring`] | the ring protocol, generic over the backend seam [`RingSink`]/[`RingSource`]; layout and ordering contract |
 //! | [`shm`] | rings in memory shared between processes (`/dev/shm` file or anonymous mapping); the memory-ordering argument and its `loom` model check |
-//! | `rdma` | (feature `rdma`, branch `rdma`) the same ring over RDMA verbs |
+//! | `rdma` | (feature `rdma`) the same ring over RDMA verbs: see the `rdma` module docs |
 //! | [`tcp`] | framed messages over `TCP_NODELAY` sockets, reconnect with backoff, bounded buffers |
 //! | [`handshake`](mod@handshake) | cluster id, member id and protocol version checked before anything else flows |
 //! | [`message`] | the [`MessageSender`]/[`MessageReceiver`] traits (TCP and every ring implement them) |

@@ -11,10 +11,10 @@
 //!
 //! Positions are absolute byte counts since the ring was created (they never wrap; a `u64`
 //! lasts centuries); the byte at position `p` lives at data offset `p & (capacity - 1)`.
-//! Frames ([`crate::frame`]) start at 8-byte aligned positions and never straddle the end of
-//! the data area: when a frame does not fit before the end, the writer fills the rest with a
-//! padding frame, or, when fewer than [`HEADER_BYTES`] remain, leaves them unused (both sides
-//! skip such a tail gap by the same rule). The invariant is
+//! Frames ([`crate::frame`]) start at cache-line (64-byte) aligned positions, so no two
+//! frames share a cache line, and never straddle the end of the data area: when a frame does
+//! not fit before the end, the writer fills the rest with a padding frame (a header always
+//! fits, since [`HEADER_BYTES`] is less than the alignment). The invariant is
 //! `head <= tail <= head + capacity`.
 //!
 //! # Ordering and visibility contract (what a backend must provide)
@@ -57,8 +57,9 @@ pub trait RingSink {
     fn capacity(&self) -> usize;
 
     /// Writes `parts`, concatenated, at data offset `offset`. The ring core guarantees that
-    /// `offset` is 8-byte aligned, that the bytes fit before the end of the data area and that
-    /// they lie in the free region (no unread frame is overwritten).
+    /// `offset` is frame-aligned ([`crate::frame::FRAME_ALIGN`]), that the bytes fit before
+    /// the end of the data area and that they lie in the free region (no unread frame is
+    /// overwritten).
     fn write(&mut self, offset: usize, parts: &[&[u8]]) -> Result<(), Self::Error>;
 
     /// Makes every byte written so far visible to the reader, then makes `tail` visible
@@ -67,6 +68,14 @@ pub trait RingSink {
 
     /// Loads the head last stored by the reader (acquire; contract rule 3).
     fn load_head(&mut self) -> Result<u64, Self::Error>;
+
+    /// A hint, given after each publish: the next frames will be written at data offsets
+    /// `offset..offset + len`, which lie in the free region (the reader does not read them
+    /// until a later tail covers them). Shared memory takes ownership of those cache lines
+    /// ahead of time so the next write does not wait for them; the default does nothing.
+    fn prepare(&mut self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
 }
 
 /// The reader's (follower's) side of a ring's memory: local ring memory, the published tail,
@@ -89,7 +98,16 @@ pub trait RingSource {
     /// Stores the consumed position so the writer may reuse the bytes below it (release;
     /// contract rule 3). Heads are stored in increasing order.
     fn store_head(&mut self, head: u64) -> Result<(), Self::Error>;
+
+    /// A hint, given while waiting for a new tail: the next frame will be read at data
+    /// offset `offset`. The default does nothing.
+    fn expect_at(&self, offset: usize) {
+        let _ = offset;
+    }
 }
+
+/// Bytes past the tail handed to [`RingSink::prepare`] after each publish.
+const PREPARE_BYTES: usize = 256;
 
 /// Parameters both ends of a ring agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +115,8 @@ pub struct RingConfig {
     /// Connection epoch stamped in every frame; the reader refuses frames of another epoch.
     pub epoch: u64,
     /// Largest payload accepted; larger entries are refused with [`AppendError::TooLarge`].
-    /// At most a quarter of the capacity minus a header.
+    /// At most half the capacity minus a header, so a frame always fits once the reader
+    /// has consumed everything (after at most one padding frame).
     pub max_payload: usize,
 }
 
@@ -105,7 +124,7 @@ impl RingConfig {
     /// The largest `max_payload` a ring of `capacity` bytes allows.
     #[must_use]
     pub const fn max_payload_for(capacity: usize) -> usize {
-        capacity / 4 - HEADER_BYTES
+        capacity / 2 - HEADER_BYTES
     }
 
     fn assert_fits(&self, capacity: usize) {
@@ -277,7 +296,7 @@ impl<S: RingSink> RingWriter<S> {
     /// reader's head it assumes the ring is full (the head at least a capacity behind).
     ///
     /// # Panics
-    /// If `position` is not 8-byte aligned or the configuration does not fit the capacity.
+    /// If `position` is not frame-aligned or the configuration does not fit the capacity.
     pub fn resume(sink: S, config: RingConfig, position: u64) -> Self {
         let capacity = sink.capacity();
         config.assert_fits(capacity);
@@ -381,15 +400,17 @@ impl<S: RingSink> RingWriter<S> {
         if to_end < needed {
             // The frame does not fit before the end: close this lap.
             self.reserve(to_end)?;
-            if to_end >= HEADER_BYTES {
-                let skip = u32::try_from(to_end - HEADER_BYTES).unwrap_or_else(|_| {
-                    panic!("padding of {to_end} bytes exceeds u32; capacity too large")
-                });
-                let pad = FrameHeader::padding(self.tail, self.config.epoch, skip);
-                self.sink
-                    .write(offset, &[pad.as_bytes()])
-                    .map_err(|e| AppendError::Backend(Box::new(e)))?;
-            }
+            debug_assert!(
+                to_end >= HEADER_BYTES,
+                "frames are aligned to more than a header"
+            );
+            let skip = u32::try_from(to_end - HEADER_BYTES).unwrap_or_else(|_| {
+                panic!("padding of {to_end} bytes exceeds u32; capacity too large")
+            });
+            let pad = FrameHeader::padding(self.tail, self.config.epoch, skip);
+            self.sink
+                .write(offset, &[pad.as_bytes()])
+                .map_err(|e| AppendError::Backend(Box::new(e)))?;
             self.tail += to_end as u64;
         }
         self.reserve(needed)?;
@@ -411,6 +432,11 @@ impl<S: RingSink> RingWriter<S> {
                 .publish_tail(self.tail)
                 .map_err(|e| AppendError::Backend(Box::new(e)))?;
             self.published = self.tail;
+            let offset = self.offset(self.tail);
+            let len = PREPARE_BYTES.min(self.free()).min(self.capacity - offset);
+            if len > 0 {
+                self.sink.prepare(offset, len);
+            }
         }
         Ok(())
     }
@@ -453,7 +479,7 @@ impl<R: RingSource> RingReader<R> {
     /// A reader that continues at `head` (the head it last stored, e.g. after a restart).
     ///
     /// # Panics
-    /// If `head` is not 8-byte aligned or the configuration does not fit the capacity.
+    /// If `head` is not frame-aligned or the configuration does not fit the capacity.
     pub fn resume(source: R, config: RingConfig, head: u64) -> Self {
         let capacity = source.capacity();
         config.assert_fits(capacity);
@@ -553,17 +579,17 @@ impl<R: RingSource> RingReader<R> {
     ) -> Result<usize, ReadError> {
         let mut delivered = 0;
         while delivered < max_frames {
-            if self.head == self.tail && !self.load_tail()? {
+            if self.head == self.tail
+                && !{
+                    self.source
+                        .expect_at((self.head & (self.capacity as u64 - 1)) as usize);
+                    self.load_tail()?
+                }
+            {
                 break;
             }
             let offset = (self.head & (self.capacity as u64 - 1)) as usize;
             let to_end = self.capacity - offset;
-            if to_end < HEADER_BYTES {
-                // Tail gap: unused bytes too short for a header; the next lap starts after it.
-                self.check_within_tail(self.head, to_end)?;
-                self.head += to_end as u64;
-                continue;
-            }
             let expect = Expect {
                 position: self.head,
                 epoch: self.config.epoch,

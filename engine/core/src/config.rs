@@ -29,6 +29,9 @@ pub struct Config {
     /// acknowledged it.
     pub clock_drift_ticks: u64,
     /// At most this many slots above the commit index may be in flight (phase 2 pipeline).
+    /// This is also RSL's *alpha*: a membership decree at slot `k` governs slots from
+    /// `k + max_in_flight` on ([`Config::membership_alpha`]), so a leader always knows the
+    /// membership of every slot it may send. All replicas must agree on it.
     pub max_in_flight: u64,
     /// At most this many client requests in one batch decree.
     pub max_batch_count: usize,
@@ -147,6 +150,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// RSL's alpha: a membership decree chosen at slot `k` governs every slot `>= k + alpha`
+    /// (slots below stay with the previous membership). Equal to `max_in_flight`, so the
+    /// membership of any slot a leader may send depends only on slots already chosen.
+    pub fn membership_alpha(&self) -> u64 {
+        self.max_in_flight
     }
 
     /// Whether the deliberate bug `m` is switched on. Always `false` (and free) without the

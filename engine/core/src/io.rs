@@ -239,7 +239,9 @@ pub enum Command {
         /// The leader it knows of, if any.
         leader: Option<ReplicaId>,
     },
-    /// The membership decree at `slot` was applied; it governs every slot after `slot`.
+    /// The membership decree at `slot` was applied. It governs every slot from
+    /// `slot + Config::membership_alpha()` on (RSL's alpha; slots before that keep the previous
+    /// membership). The leader fills the gap with no-ops so the change comes into force at once.
     MembershipChanged {
         /// The slot of the membership decree.
         slot: Slot,

@@ -100,9 +100,13 @@
 //!   `log_retain_slots` chosen decrees for catch-up by log). A replica behind the retained log
 //!   gets the checkpoint, then the log after it.
 //! * **Membership** ([`MembershipChange`]: add/remove/replace a voter, add/promote a learner)
-//!   is a replicated [`Decree::Membership`] that governs every slot after its own (RSL's
-//!   fixed-later-decree rule with alpha = 1); one change at a time, and the leader sends nothing
-//!   past an unchosen membership decree. A removed leader steps down once the change is chosen.
+//!   is a replicated [`Decree::Membership`]; chosen at slot `k` it governs slots from
+//!   `k + alpha` on (RSL's fixed-later-decree rule, alpha = `max_in_flight` =
+//!   [`Config::membership_alpha`]), so every slot a leader may send has a membership fixed by
+//!   chosen slots, and pipelining needs no barrier. One change at a time; the leader fills the
+//!   gap with no-ops so it comes into force at once; a leader not in the membership of its next
+//!   slot steps down. No checkpoint is taken while a chosen change is not yet in force, so a
+//!   checkpoint's single membership describes every slot after it.
 //!
 //! # Where each invariant is checked
 //!

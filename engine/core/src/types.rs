@@ -165,8 +165,8 @@ impl Membership {
 /// One step of a membership change, proposed with [`crate::Event::ChangeMembership`].
 ///
 /// Each change is replicated as one [`Decree::Membership`] carrying the whole new membership;
-/// it governs every slot after the slot that holds it (RSL-style with alpha = 1, see
-/// [`crate::Replica`] docs), and the leader proposes nothing past an unchosen membership decree.
+/// chosen at slot `k`, it governs every slot from `k + alpha` on (RSL style, alpha =
+/// [`crate::Config::membership_alpha`], see [`crate::Replica`] docs). One change at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MembershipChange {
     /// Add a non-voting member that receives the log.
@@ -193,7 +193,7 @@ pub enum Decree {
     Noop,
     /// Client requests batched into one decree, executed in order.
     Batch(Vec<Proposal>),
-    /// The cluster membership for every slot after this one.
+    /// The cluster membership for every slot from this one's + alpha on.
     Membership(Membership),
 }
 

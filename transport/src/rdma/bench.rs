@@ -8,6 +8,7 @@
 
 use super::error::RdmaError;
 use super::memory::MemorySource;
+use super::pool::pause;
 use super::ring::{AckArray, RdmaConfig, RdmaDevice, RdmaRingSink, RingListener};
 use crate::handshake::HandshakeConfig;
 use crate::ring::{AppendError, ReadError, RingConfig, RingReader, RingWriter};
@@ -92,10 +93,14 @@ pub fn ring_round_trips(options: &RoundTripOptions) -> Result<Vec<Duration>, Rou
         let source = listener.accept().map_err(RoundTripError::Rdma)?;
         let mut reader = RingReader::new(source, ring_config);
         let mut seen = 0;
+        let mut idle = 0;
         while seen < ops && !follower_stop.load(Ordering::Relaxed) {
-            seen += reader
+            let got = reader
                 .poll(usize::MAX, |_| {})
                 .map_err(RoundTripError::Read)?;
+            seen += got;
+            idle = if got == 0 { idle + 1 } else { 0 };
+            pause(idle);
         }
         Ok(())
     });
@@ -111,9 +116,11 @@ pub fn ring_round_trips(options: &RoundTripOptions) -> Result<Vec<Duration>, Rou
             writer
                 .send(1, slot, &payload)
                 .map_err(RoundTripError::Append)?;
+            let mut spins = 0;
             while writer.head() < writer.tail() {
                 writer.refresh_head().map_err(RoundTripError::Append)?;
-                std::hint::spin_loop();
+                spins += 1;
+                pause(spins);
             }
             latencies.push(began.elapsed());
         }

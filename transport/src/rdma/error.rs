@@ -113,6 +113,14 @@ pub enum RdmaError {
         /// Its name.
         status_name: String,
     },
+    /// No completion arrived within the time limit although work requests are posted.
+    #[error("no completion within {waited:?} with {in_flight} work requests posted")]
+    CompletionTimeout {
+        /// Work requests outstanding.
+        in_flight: usize,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
     /// The connection's queue pair is in the error state (a work request failed earlier);
     /// re-establish the connection.
     #[error("the queue pair is in the error state; reconnect")]

@@ -13,6 +13,24 @@ use super::verbs::{
 };
 use ibverbs_sys as ffi;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest wait for a completion before the device is declared stuck (the queue pair's own
+/// retry budget, 8 tries of about 17 ms, is far shorter).
+pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Spins a little, then yields: soft-RoCE does its work in kernel context on the same CPUs,
+/// and a pure spin on a machine with few cores starves it.
+pub fn pause(spins: u32) {
+    if spins < SPINS_BEFORE_YIELD {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// Busy polls before [`pause`] starts yielding the CPU.
+pub const SPINS_BEFORE_YIELD: u32 = 128;
 
 /// A send slot held by the CPU. Not `Clone`: whoever holds it owns the slot's bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,8 +132,12 @@ impl WriteQueue {
         self.free.pop()
     }
 
-    /// A free slot, polling completions until one is reclaimed.
+    /// A free slot, polling completions until one is reclaimed. A healthy queue pair
+    /// completes every work request (or fails it) within its retry budget, so waiting longer
+    /// than [`COMPLETION_TIMEOUT`] means the device is stuck: reported, not spun on forever.
     pub fn take_slot_blocking(&mut self) -> Result<Slot, RdmaError> {
+        let mut began = None;
+        let mut spins = 0u32;
         loop {
             if self.broken {
                 return Err(RdmaError::QueuePairInError);
@@ -124,7 +146,15 @@ impl WriteQueue {
                 return Ok(slot);
             }
             self.poll()?;
-            std::hint::spin_loop();
+            spins += 1;
+            let began = *began.get_or_insert_with(Instant::now);
+            if began.elapsed() > COMPLETION_TIMEOUT {
+                return Err(RdmaError::CompletionTimeout {
+                    in_flight: self.in_flight(),
+                    waited: COMPLETION_TIMEOUT,
+                });
+            }
+            pause(spins);
         }
     }
 
@@ -241,11 +271,21 @@ impl WriteQueue {
         }
     }
 
-    /// Polls until every posted write completed (or one failed).
+    /// Polls until every posted write completed (or one failed, or [`COMPLETION_TIMEOUT`]
+    /// passed).
     pub fn drain(&mut self) -> Result<(), RdmaError> {
+        let began = Instant::now();
+        let mut spins = 0u32;
         while self.in_flight() > 0 {
             self.poll()?;
-            std::hint::spin_loop();
+            spins += 1;
+            if began.elapsed() > COMPLETION_TIMEOUT {
+                return Err(RdmaError::CompletionTimeout {
+                    in_flight: self.in_flight(),
+                    waited: COMPLETION_TIMEOUT,
+                });
+            }
+            pause(spins);
         }
         Ok(())
     }

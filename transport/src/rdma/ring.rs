@@ -54,6 +54,12 @@ pub struct RdmaConfig {
     pub slots: u32,
     /// Bytes per send slot; larger writes are split across slots.
     pub slot_bytes: usize,
+    /// Wait for the peer's acknowledgement of every tail (leader) or head (follower) write
+    /// before returning: a published tail is then in the follower's memory, and a stored head
+    /// in the leader's, when the call returns. Costs a round trip per publish; off by default
+    /// (RC ordering alone keeps the ring correct). The conformance suite, which drives both
+    /// ends from one thread, turns it on.
+    pub wait_for_ack: bool,
 }
 
 impl RdmaConfig {
@@ -63,6 +69,7 @@ impl RdmaConfig {
             handshake,
             slots: 64,
             slot_bytes: 4096,
+            wait_for_ack: false,
         }
     }
 }
@@ -396,8 +403,11 @@ impl RingSink for RdmaRingSink {
     fn publish_tail(&mut self, tail: u64) -> Result<(), RdmaError> {
         // Posted after the frame writes on the same RC queue pair: executed after them.
         self.post(TAIL_OFFSET as u64, &[&tail.to_le_bytes()])?;
-        self.wq.poll()?;
-        Ok(())
+        if self.config.wait_for_ack {
+            self.wq.drain()
+        } else {
+            self.wq.poll().map(drop)
+        }
     }
 
     fn load_head(&mut self) -> Result<u64, RdmaError> {
@@ -474,6 +484,7 @@ impl RingListener {
             capacity: self.capacity,
             peer,
             stored_head: 0,
+            wait_for_ack: self.config.wait_for_ack,
             _stream: stream,
         })
     }
@@ -489,7 +500,7 @@ impl RingListener {
         // The handshake comes first: a refused peer gets the verdict and nothing else.
         let peer = handshake(&mut stream, &self.config.handshake, Role::Acceptor)
             .map_err(RdmaError::Handshake)?;
-        let wq = WriteQueue::new(self.device.pd(), self.config.slots.min(16), 64, fresh_psn())?;
+        let wq = WriteQueue::new(self.device.pd(), self.config.slots, 64, fresh_psn())?;
         let ours = Offer {
             endpoint: wq.endpoint(),
             region: RemoteRegion {
@@ -521,6 +532,7 @@ pub struct RdmaRingSource {
     capacity: usize,
     peer: Peer,
     stored_head: u64,
+    wait_for_ack: bool,
     _stream: TcpStream,
 }
 
@@ -678,6 +690,9 @@ impl RingSource for RdmaRingSource {
         let len = self.wq.fill(&mut slot, &[&head.to_le_bytes()]);
         self.wq.post_write(slot, len, &self.ack, 0)?;
         self.stored_head = head;
+        if self.wait_for_ack {
+            self.wq.drain()?;
+        }
         Ok(())
     }
 }

@@ -8,6 +8,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(op) = decode_persist_op(data) {
         let mut bytes = Vec::new();
         encode_persist_op(&op, &mut bytes);
-        assert_eq!(decode_persist_op(&bytes).as_ref(), Ok(&op), "re-encoding changed the op");
+        assert_eq!(
+            decode_persist_op(&bytes).as_ref(),
+            Ok(&op),
+            "re-encoding changed the op"
+        );
     }
 });

@@ -33,7 +33,7 @@ impl Replica {
             deadline,
         });
         let voters: Vec<ReplicaId> = self
-            .latest_membership()
+            .governing()
             .voters
             .iter()
             .copied()
@@ -81,7 +81,7 @@ impl Replica {
         let granted = !leader_alive
             && self.now >= self.lease_guard_until
             && commit >= self.commit
-            && self.latest_membership().voters.contains(&from);
+            && self.governing().voters.contains(&from);
         out.push(Command::Send {
             to: from,
             msg: Message::PreVoteReply { ballot, granted },
@@ -109,7 +109,7 @@ impl Replica {
         let RoleState::PreCandidate(p) = &self.role else {
             return;
         };
-        if !self.latest_membership().is_quorum(&p.grants) {
+        if !self.governing().is_quorum(&p.grants) {
             return;
         }
         let ballot = p.ballot;
@@ -142,7 +142,10 @@ impl Replica {
         );
         let token = self.raise_promise(ballot, out);
         let from_slot = self.commit + 1;
-        let voters: BTreeSet<ReplicaId> = self.membership_at(from_slot).voters.clone();
+        let mut voters: BTreeSet<ReplicaId> = self.membership_at(from_slot).voters.clone();
+        for m in self.configs.range(from_slot + 1..).map(|(_, m)| m) {
+            voters.extend(m.voters.iter().copied());
+        }
         let deadline = self.now + self.rng_timeout();
         let mut contacted = BTreeSet::new();
         for &to in voters.iter().filter(|v| **v != self.id) {
@@ -348,6 +351,8 @@ impl Replica {
             }
         }
         let mut required: Vec<&Membership> = vec![self.membership_at(c.from_slot)];
+        // Chosen memberships not yet in force govern slots this phase 1 covers.
+        required.extend(self.configs.range(c.from_slot + 1..).map(|(_, m)| m));
         for (_, d) in highest.values() {
             if let Decree::Membership(m) = d {
                 required.push(m);
@@ -437,7 +442,7 @@ impl Replica {
             );
         }
         let next_slot = in_flight.keys().next_back().map_or(first, |s| s + 1);
-        let mut leader = Leader {
+        let leader = Leader {
             ballot: c.ballot,
             next_slot,
             next_send: first,
@@ -451,15 +456,14 @@ impl Replica {
             reads: VecDeque::new(),
             transfer: None,
         };
-        for id in self
-            .membership_at(c.from_slot)
-            .members()
-            .filter(|m| *m != self.id)
-        {
-            leader.peers.insert(id, Peer::default());
-        }
         self.leader_hint = Some(self.id);
         self.role = RoleState::Leader(Box::new(leader));
+        let targets = self.leader_targets();
+        if let RoleState::Leader(l) = &mut self.role {
+            for id in targets {
+                l.peers.insert(id, Peer::default());
+            }
+        }
         self.pump(out);
         self.broadcast_heartbeat(out);
         contract!(
@@ -511,7 +515,7 @@ impl Replica {
     pub(super) fn on_transfer_leadership(&mut self, to: ReplicaId, out: &mut Vec<Command>) {
         let now = self.now;
         let timeout = self.config.transfer_timeout_ticks;
-        let is_voter = self.latest_membership().voters.contains(&to);
+        let is_voter = self.governing().voters.contains(&to);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };

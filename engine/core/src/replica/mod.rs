@@ -36,11 +36,12 @@ pub(crate) use contract;
 /// Drive it with [`Replica::step`]; carry out the returned [`Command`]s in order. See the crate
 /// docs for the protocol and where each invariant is checked.
 ///
-/// Membership changes use RSL's fixed-later-decree rule with alpha = 1: a
-/// [`Decree::Membership`] at slot `k` governs slots `> k`, and a leader sends nothing for slots
-/// after an unchosen membership decree. Phase 1 starts at the candidate's first unchosen slot
-/// and needs a majority of the membership governing it, plus a majority of every membership
-/// found in the promises (so a change that may have been chosen is always respected).
+/// Membership changes use RSL's fixed-later-decree rule: a [`Decree::Membership`] chosen at slot
+/// `k` governs slots from `k + alpha` on, with alpha = `Config::max_in_flight`, so the
+/// membership of every slot a leader may send depends only on chosen slots. Phase 1 starts at
+/// the candidate's first unchosen slot and needs a majority of the membership governing it, of
+/// every chosen membership not yet in force, and of every membership decree found in the
+/// promises (so a change that may have been chosen is always respected).
 #[derive(Debug)]
 pub struct Replica {
     id: ReplicaId,
@@ -375,9 +376,22 @@ impl Replica {
         self.log_start
     }
 
-    /// The membership governing the slot after the commit index.
+    /// The newest membership this replica knows chosen: the one the next membership change
+    /// applies to. It governs slots from `decree slot + Config::membership_alpha()` on, which
+    /// may still be ahead of the commit index (see [`Replica::governing_membership`]).
     pub fn membership(&self) -> &Membership {
+        self.latest_membership()
+    }
+
+    /// The membership governing the slot after the commit index: who votes now.
+    pub fn governing_membership(&self) -> &Membership {
         self.membership_at(self.commit + 1)
+    }
+
+    /// The membership governing `slot`, as far as this replica knows (exact for every slot up
+    /// to `commit_index() + Config::membership_alpha()`).
+    pub fn membership_for_slot(&self, slot: Slot) -> &Membership {
+        self.membership_at(slot)
     }
 
     /// The ticks seen by this incarnation.
@@ -601,8 +615,13 @@ impl Replica {
         }
     }
 
+    /// The membership that votes now (governs the slot after the commit index).
+    fn governing(&self) -> &Membership {
+        self.membership_at(self.commit + 1)
+    }
+
     fn is_voter(&self) -> bool {
-        self.latest_membership().voters.contains(&self.id)
+        self.governing().voters.contains(&self.id)
     }
 
     fn mutation_on(&self, m: Mutation) -> bool {

@@ -59,6 +59,8 @@ impl Replica {
     ) {
         let hint = self.leader_hint;
         let base = self.latest_membership().clone();
+        // A chosen membership not yet in force is still a change in progress.
+        let pending_config = self.configs.range(self.commit + 2..).next().is_some();
         let RoleState::Leader(l) = &mut self.role else {
             out.push(Command::ProposalAborted {
                 id,
@@ -66,10 +68,10 @@ impl Replica {
             });
             return;
         };
-        let pending = l
-            .in_flight
-            .values()
-            .any(|f| matches!(f.decree, Decree::Membership(_)))
+        let pending = pending_config
+            || l.in_flight
+                .values()
+                .any(|f| matches!(f.decree, Decree::Membership(_)))
             || l.queue
                 .iter()
                 .any(|q| matches!(q, Queued::Membership { .. }));
@@ -101,25 +103,36 @@ impl Replica {
         let window = self.config.max_in_flight;
         let max_count = self.config.max_batch_count;
         let max_bytes = self.config.max_batch_bytes;
+        let id = self.id;
+        let configs = &self.configs;
+        let initial = &self.config.initial_membership;
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
         let mut batch: Vec<SlotDecree> = Vec::new();
         loop {
             let slot = l.next_send;
-            if slot > commit + window
-                || l.in_flight
-                    .range(..slot)
-                    .any(|(_, f)| matches!(f.decree, Decree::Membership(_)))
-            {
+            // The window is also alpha: the membership of `slot` depends on chosen slots only.
+            if slot > commit + window {
                 break;
+            }
+            let governing = configs
+                .range(..=slot)
+                .next_back()
+                .map_or(initial, |(_, m)| m);
+            if !governing.voters.contains(&id) {
+                break; // a membership without us governs this slot: we stop leading here
             }
             if slot == l.next_slot {
                 if l.transfer.is_some() {
                     break;
                 }
-                let Some(decree) = cut_batch(l, max_count, max_bytes) else {
-                    break;
+                let decree = match cut_batch(l, max_count, max_bytes) {
+                    Some(d) => d,
+                    // A chosen membership takes effect further on: fill up to it with no-ops
+                    // so it comes into force now rather than when traffic arrives.
+                    None if configs.range(slot + 1..).next().is_some() => Decree::Noop,
+                    None => break,
                 };
                 l.in_flight.insert(
                     slot,
@@ -197,6 +210,9 @@ impl Replica {
     /// membership in flight.
     pub(super) fn leader_targets(&self) -> BTreeSet<ReplicaId> {
         let mut t: BTreeSet<ReplicaId> = self.membership_at(self.commit + 1).members().collect();
+        for m in self.configs.range(self.commit + 2..).map(|(_, m)| m) {
+            t.extend(m.members());
+        }
         if let RoleState::Leader(l) = &self.role {
             for f in l.in_flight.values() {
                 if let Decree::Membership(m) = &f.decree {
@@ -212,6 +228,11 @@ impl Replica {
     /// governing the next slot and any in flight.
     pub(super) fn leader_memberships(&self) -> Vec<Membership> {
         let mut v = vec![self.membership_at(self.commit + 1).clone()];
+        v.extend(
+            self.configs
+                .range(self.commit + 2..)
+                .map(|(_, m)| m.clone()),
+        );
         if let RoleState::Leader(l) = &self.role {
             for f in l.in_flight.values() {
                 if let Decree::Membership(m) = &f.decree {
@@ -473,7 +494,7 @@ impl Replica {
     /// Hands every committed, unapplied decree to the host in order, then serves what waited.
     pub(super) fn apply_committed(&mut self, out: &mut Vec<Command>) {
         let applied_before = self.applied;
-        let mut removed_self = false;
+        let alpha = self.config.membership_alpha();
         while self.applied < self.commit {
             let slot = self.applied + 1;
             let Some(decree) = self.decided.get(&slot).cloned() else {
@@ -488,8 +509,7 @@ impl Replica {
             };
             out.push(Command::Apply { slot, decree });
             if let Some(m) = membership {
-                self.configs.insert(slot + 1, m.clone());
-                removed_self |= !m.voters.contains(&self.id);
+                self.configs.insert(slot + alpha, m.clone());
                 if let RoleState::Leader(l) = &mut self.role {
                     for id in m.members().filter(|x| *x != self.id) {
                         l.peers.entry(id).or_default();
@@ -507,14 +527,17 @@ impl Replica {
             l.next_send = l.next_send.max(commit + 1);
         }
         let interval = self.config.snapshot_interval;
-        if interval > 0 && self.applied >= self.last_snapshot_hint + interval {
+        // A checkpoint records one membership, so none is taken while a change is pending.
+        let change_pending = self.configs.range(self.applied + 2..).next().is_some();
+        if interval > 0 && self.applied >= self.last_snapshot_hint + interval && !change_pending {
             self.last_snapshot_hint = self.applied;
             out.push(Command::TakeSnapshot { slot: self.applied });
         }
         if self.applied > applied_before {
             self.serve_reads(out);
         }
-        if removed_self && matches!(self.role, RoleState::Leader(_)) && !self.is_voter() {
+        // A leader whose membership no longer includes it for the next slot steps down.
+        if matches!(self.role, RoleState::Leader(_)) && !self.is_voter() {
             self.step_down(None, out);
         }
         contract!(
@@ -808,6 +831,11 @@ impl Replica {
         );
         if slot <= self.log_start {
             return; // an older checkpoint than the one we hold
+        }
+        if self.configs.range(slot + 2..).next().is_some() {
+            // A chosen membership is not yet in force at `slot`: a checkpoint there could not
+            // record it. Skip this one (the log stays; a later checkpoint will do).
+            return;
         }
         let meta = SnapshotMeta {
             slot,
