@@ -329,19 +329,28 @@ impl<S: StateMachine> Replica<S> {
                     reason: e.to_string(),
                 })?,
             ),
-            TransportKind::Shm => {
-                let endpoint = options
-                    .shm_mesh
-                    .and_then(|mesh| mesh.join(config.id, Arc::clone(&signal)))
-                    .ok_or(StartError::Transport {
+            TransportKind::Shm => match options.shm_mesh {
+                Some(mesh) => Box::new(mesh.join(config.id, Arc::clone(&signal)).ok_or(
+                    StartError::Transport {
                         kind: "shm",
-                        reason: "shm runs between replicas of one process (Replica::start_shm \
-                                 with an ShmMesh listing this replica); rings between processes \
-                                 are not wired in yet: use tcp for `keel run`"
-                            .into(),
-                    })?;
-                Box::new(endpoint)
-            }
+                        reason: format!(
+                            "replica {} is not in the ShmMesh or already joined it",
+                            config.id
+                        ),
+                    },
+                )?),
+                None => Box::new(
+                    crate::net::shm::ShmProcessNet::start(
+                        &config,
+                        Arc::clone(&signal),
+                        Arc::clone(&health),
+                    )
+                    .map_err(|e| StartError::Transport {
+                        kind: "shm",
+                        reason: e.to_string(),
+                    })?,
+                ),
+            },
         };
 
         let shared = Arc::new(Shared {
