@@ -19,8 +19,8 @@ use keel_transport::shm::{ShmRing, ShmSink, ShmSource};
 use keel_transport::{RingConfig, RingReader, RingWriter};
 
 use super::Net;
-use crate::codec::{decode_message, encode_message};
 use crate::runtime::Signal;
+use keel_core::codec::{decode_message, encode_message};
 
 /// Bytes of each ring's data area.
 pub const RING_BYTES: usize = 8 << 20;
