@@ -271,6 +271,9 @@ pub struct Config {
     /// How replicas reach each other.
     #[serde(default)]
     pub transport: TransportKind,
+    /// Directory of the shared-memory ring files (`shm` transport; default `/dev/shm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_dir: Option<PathBuf>,
     /// Seed of the protocol core's randomness (election delays). Defaults to the replica id.
     #[serde(default)]
     pub seed: Option<u64>,
@@ -553,6 +556,7 @@ impl Builder {
                 members: Vec::new(),
                 data_dir: data_dir.into(),
                 transport: TransportKind::Tcp,
+                shm_dir: None,
                 seed: None,
                 timing: Timing::default(),
                 batching: Batching::default(),

@@ -9,6 +9,7 @@
 //! dropped, and the core's timers resend what matters.
 
 pub mod local;
+pub mod shm;
 pub mod tcp;
 
 use keel_core::Message;
