@@ -286,3 +286,4 @@ fi
 say "guest done (step $step, status $rc)"
 echo "$rc" >"$R/guest-rc"
 sync
+exit "$rc"
