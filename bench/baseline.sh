@@ -28,11 +28,27 @@ echo "== building keel-bench (release)"
 cargo build --release -p keel-bench
 kb="$root/target/release/keel-bench"
 
-run() { # name, then keel-bench arguments
+run() { # name, then keel-bench arguments; a failed run is reported in the document
     local name=$1
     shift
     echo "== keel-bench $*"
-    "$kb" "$@" --duration-ms "$dur" --json "$out/$name.json" --plot "$out/$name.svg" | tee "$out/$name.txt"
+    rm -f "$out/$name.json"
+    if ! "$kb" "$@" --duration-ms "$dur" --json "$out/$name.json" --plot "$out/$name.svg" \
+        >"$out/$name.txt" 2>"$out/$name.err"; then
+        echo "keel-bench $1 failed:" >&2
+        tail -20 "$out/$name.err" >&2
+        rm -f "$out/$name.json"
+    fi
+    cat "$out/$name.txt"
+}
+
+section() { # name: the Markdown of its report, or why there is none
+    if [ -f "$out/$1.json" ]; then
+        "$kb" markdown "$out/$1.json"
+    else
+        echo "\`keel-bench $1\` did not complete in this run: $(grep -m1 -i error "$out/$1.err" 2>/dev/null || echo 'not run')"
+        echo
+    fi
 }
 
 run limits limits --dir "$data"
@@ -54,7 +70,7 @@ if [ "${SKIP_ETCD:-0}" != 1 ]; then
         run etcd etcd --dir "$data/etcd" --clients 1,64 --payload 64
         bench/etcd-cluster.sh stop "$data/etcd"
         trap - EXIT
-        etcd_json=(--etcd-json "$out/etcd.json")
+        if [ -f "$out/etcd.json" ]; then etcd_json=(--etcd-json "$out/etcd.json"); fi
     fi
 fi
 
@@ -62,9 +78,7 @@ openraft=()
 if [ -n "${OPENRAFT_BEST:-}" ]; then
     openraft=(--openraft-best "$OPENRAFT_BEST")
 fi
-local_ok=1
-run local local --dir "$data" --clients 1,64 --payload 64 "${etcd_json[@]}" "${openraft[@]}" ||
-    local_ok=0
+run local local --dir "$data" --clients 1,64 --payload 64 "${etcd_json[@]}" "${openraft[@]}"
 
 doc=docs/PERFORMANCE.md
 mkdir -p docs
@@ -85,25 +99,20 @@ mkdir -p docs
     echo
     echo "## Machine limits"
     echo
-    "$kb" markdown "$out/limits.json"
+    section limits
     echo "## Persistence log (\`keel-bench log\`)"
     echo
-    "$kb" markdown "$out/log.json"
+    section log
     echo "## Transports (\`keel-bench ring\`)"
     echo
-    "$kb" markdown "$out/ring.json"
+    section ring
     echo "## Keel cluster on this machine (\`keel-bench local\`)"
     echo
-    if [ "$local_ok" = 1 ]; then
-        "$kb" markdown "$out/local.json"
-    else
-        echo "\`keel-bench local\` failed in this run; see \`target/baseline/local.txt\`."
-        echo
-    fi
+    section local
     echo "## etcd (Debian etcd-server, 3 members on loopback, same load)"
     echo
-    if [ -f "$out/etcd.json" ] && [ ${#etcd_json[@]} -gt 0 ]; then
-        "$kb" markdown "$out/etcd.json"
+    if [ -f "$out/etcd.err" ]; then
+        section etcd
     else
         echo "etcd was not run (SKIP_ETCD=1 or not installable)."
         echo

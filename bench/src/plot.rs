@@ -37,6 +37,16 @@ fn nines(percentile: f64) -> f64 {
     -(1.0 - q).log10()
 }
 
+/// The axis label of `x` nines: 0 -> `p0`, 1 -> `p90`, 2 -> `p99`, 3 -> `p99.9`, ...
+pub fn percentile_label(x: f64) -> String {
+    let n = x.max(0.0).round() as usize;
+    match n {
+        0 => "p0".into(),
+        1 => "p90".into(),
+        n => format!("p99{}{}", if n > 2 { "." } else { "" }, "9".repeat(n - 2)),
+    }
+}
+
 /// Writes the curves to `path` as SVG.
 pub fn write_svg(path: &Path, title: &str, curves: &[Curve]) -> Result<(), PlotError> {
     let draw_err = |e: &dyn std::fmt::Display| PlotError::Draw {
@@ -67,13 +77,7 @@ pub fn write_svg(path: &Path, title: &str, curves: &[Curve]) -> Result<(), PlotE
         .configure_mesh()
         .x_desc("percentile (1 = p90, 2 = p99, 3 = p99.9)")
         .y_desc("latency")
-        .x_label_formatter(&|x| {
-            let p = 100.0 * (1.0 - 10f64.powf(-x));
-            format!(
-                "p{}",
-                crate::report::fmt_ratio(Some(p)).trim_end_matches('x')
-            )
-        })
+        .x_label_formatter(&|x| percentile_label(*x))
         .y_label_formatter(&|y| crate::report::fmt_ns(*y))
         .draw()
         .map_err(|e| draw_err(&e))?;
@@ -122,6 +126,15 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
         assert!(svg.contains("a-rtt") && svg.contains("b-rtt"));
         assert!(svg.contains("<polyline"));
+    }
+
+    #[test]
+    fn axis_labels_count_nines() {
+        assert_eq!(percentile_label(0.0), "p0");
+        assert_eq!(percentile_label(1.0), "p90");
+        assert_eq!(percentile_label(2.0), "p99");
+        assert_eq!(percentile_label(3.0), "p99.9");
+        assert_eq!(percentile_label(5.0), "p99.999");
     }
 
     #[test]

@@ -321,7 +321,8 @@ impl Report {
             .map(|l| (format!("limit {}", l.name), &l.curve));
         figures
             .chain(limits)
-            .filter(|(_, c)| !c.is_empty())
+            // A single event (a fail-over) is no distribution.
+            .filter(|(_, c)| c.len() > 1)
             .map(|(name, c)| crate::plot::Curve {
                 name,
                 points: c.clone(),

@@ -15,8 +15,9 @@
 //!   TCP ping-pong of the same size in the same mode.
 //! - `ring-tcp-stream-<n>B`: messages sent back to back over a blocking connection; messages
 //!   received per second.
-//! - `rdma`: measured only when built with the `rdma` feature on a host with a device;
-//!   otherwise reported as skipped with the reason.
+//! - `ring-rdma-rtt-<n>B`: with the `rdma` feature, on a host with an RDMA device: round
+//!   trips through keel-transport's verbs ring (`keel_transport::rdma::bench`), against
+//!   perftest's `ib_write_lat` on the same device; otherwise skipped with the reason.
 //!
 //! Targets (issue 5): shm ring p50 at most 2x the cache-line round trip p50; tcp p50 at most
 //! 1.2x the raw TCP ping-pong p50 (each mode).
@@ -174,19 +175,72 @@ pub fn run(
             None,
         ));
         let devices = limits::rdma_devices();
-        let reason = if devices.is_empty() {
-            "no RDMA device: skipped".to_string()
-        } else {
-            "this keel-bench was built without the `rdma` feature (the verbs backend lives on \
-             branch rdma and needs libibverbs): skipped"
-                .to_string()
-        };
-        report.skipped.push(Skipped {
-            name: figure_name("rdma", "rtt", o.payload, None),
-            reason,
-        });
+        let name = figure_name("rdma", "rtt", o.payload, None);
+        let device = o.rdma_device.clone().or_else(|| devices.first().cloned());
+        match device {
+            None => report.skipped.push(Skipped {
+                name,
+                reason: "no RDMA device: skipped".into(),
+            }),
+            Some(device) => {
+                #[cfg(feature = "rdma")]
+                {
+                    match rdma_rtt(&device, o.payload, lo) {
+                        Ok((lat, elapsed)) => {
+                            let mut p = payload_params();
+                            p.insert("device".into(), device.into());
+                            report.add_latencies(
+                                &name,
+                                p,
+                                &lat,
+                                elapsed,
+                                Some(&limits::ib_write_rtt_name(o.payload)),
+                            );
+                        }
+                        Err(e) => report.skipped.push(Skipped {
+                            name,
+                            reason: format!("rdma ring on {device} failed: {e}: skipped"),
+                        }),
+                    }
+                }
+                #[cfg(not(feature = "rdma"))]
+                report.skipped.push(Skipped {
+                    name,
+                    reason: format!(
+                        "RDMA device {device} present but keel-bench was built without the \
+                         `rdma` feature (cargo build --release -p keel-bench --features rdma): \
+                         skipped"
+                    ),
+                });
+            }
+        }
     }
     Ok(())
+}
+
+/// RDMA ring round trips through keel-transport's verbs ring (leader and follower threads in
+/// this process, connected through the device): as many as fit the duration at 20 us each,
+/// at least 1000. The elapsed time is the sum of the round trips.
+#[cfg(feature = "rdma")]
+fn rdma_rtt(
+    device: &str,
+    payload: usize,
+    lo: &LimitOptions,
+) -> Result<(Latencies, Duration), Box<dyn std::error::Error + Send + Sync>> {
+    use keel_transport::rdma::bench::{RoundTripOptions, ring_round_trips};
+    let ops = ((lo.duration.as_micros() / 20) as usize).max(1000);
+    let mut options = RoundTripOptions::new(device, ops);
+    options.payload_bytes = payload;
+    let trips = ring_round_trips(&options)?;
+    let mut lat = Latencies::new()?;
+    // The first fifth is the warm-up.
+    let warm = trips.len() / 5;
+    let mut elapsed = Duration::ZERO;
+    for d in &trips[warm..] {
+        lat.record(*d);
+        elapsed += *d;
+    }
+    Ok((lat, elapsed))
 }
 
 fn ring_config(o: &RingBenchOptions) -> RingConfig {

@@ -278,6 +278,9 @@ pub struct Config {
     /// The RDMA device (e.g. `rxe0`) when `transport = "rdma"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdma_device: Option<String>,
+    /// Directory of the shared-memory ring files (`shm` transport; default `/dev/shm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_dir: Option<PathBuf>,
     /// Seed of the protocol core's randomness (election delays). Defaults to the replica id.
     #[serde(default)]
     pub seed: Option<u64>,
@@ -577,6 +580,7 @@ impl Builder {
                 data_dir: data_dir.into(),
                 transport: TransportKind::Tcp,
                 rdma_device: None,
+                shm_dir: None,
                 seed: None,
                 timing: Timing::default(),
                 batching: Batching::default(),

@@ -85,14 +85,16 @@
 //!   answers with an error.
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
-//! - [`net`]: the `local` (in-process) and `tcp` transports.
+//! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, or replicas of
+//!   one process), and the `local` in-process queues.
 //! - [`kv`]: the example replicated key-value service used by `keel run`, `keel demo` and the
 //!   end-to-end tests.
 //!
 //! Tests: unit tests per module; `tests/cluster.rs` runs in-process 3-replica clusters (fail-over,
 //! restart from the file log, learner join and promotion, a panicking state machine); the
-//! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` run `keel run` processes
-//! (kill -9, isolation through a fault proxy, membership change) and check linearizability.
+//! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` and `e2e_shm.rs` run `keel run`
+//! processes (kill -9, isolation through a fault proxy, membership change) and check
+//! linearizability.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -114,6 +116,7 @@ pub use completion::Completion;
 pub use config::{Builder, Config, ConfigError, Member, TransportKind};
 pub use error::{Error, StartError};
 pub use net::local::LocalNetwork;
+pub use net::shm::ShmMesh;
 pub use replica::{Applied, MemberChange, Replica, StartOptions};
 pub use runtime::Failure;
 pub use state_machine::{Membership, Role, StateMachine};

@@ -21,10 +21,10 @@ use hdrhistogram::Histogram;
 use keel_core::{PersistOp, PersistToken, PersistentState};
 use keel_pmem::{FileRegion, Log, LogError, Region, SimRegion};
 
-use crate::codec::{decode_persist_op, encode_persist_op};
 use crate::error::StartError;
 use crate::runtime::{Health, Idle, Signal, doing};
 use crate::stats::{latency_histogram, record_us};
+use keel_core::codec::{decode_persist_op, encode_persist_op};
 
 /// The log as the runtime holds it: any backend.
 pub type DynLog = Log<Box<dyn Region>>;

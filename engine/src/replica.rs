@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigError, TransportKind};
 use crate::error::{Error, StartError};
 use crate::net::Net;
 use crate::net::local::LocalNetwork;
+use crate::net::shm::ShmMesh;
 use crate::persist::{LogWriter, PersistQueue, open_log, persist_thread};
 use crate::runtime::{Failure, Health, Idle, Signal, doing, guard, spawn_loop};
 use crate::state_machine::{Membership, Role, StateMachine};
@@ -225,6 +226,8 @@ impl<S: StateMachine> std::fmt::Debug for Replica<S> {
 pub struct StartOptions {
     /// The in-process network to join (required when `config.transport` is `local`).
     pub local_network: Option<LocalNetwork>,
+    /// The shared-memory rings to join (required when `config.transport` is `shm`).
+    pub shm_mesh: Option<ShmMesh>,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -248,6 +251,26 @@ impl<S: StateMachine> Replica<S> {
             state_machine,
             StartOptions {
                 local_network: Some(network.clone()),
+                shm_mesh: None,
+            },
+        )
+    }
+
+    /// Starts a replica that exchanges messages with the other replicas of this process
+    /// through the shared-memory rings of `mesh` (the configuration's transport is taken to be
+    /// `shm`).
+    pub fn start_shm(
+        mut config: Config,
+        state_machine: S,
+        mesh: &ShmMesh,
+    ) -> Result<Replica<S>, StartError> {
+        config.transport = TransportKind::Shm;
+        Replica::start_with(
+            config,
+            state_machine,
+            StartOptions {
+                local_network: None,
+                shm_mesh: Some(mesh.clone()),
             },
         )
     }
@@ -316,12 +339,28 @@ impl<S: StateMachine> Replica<S> {
             ),
             #[cfg(not(feature = "rdma"))]
             TransportKind::Rdma => unreachable!("validate refuses rdma without the feature"),
-            TransportKind::Shm => {
-                return Err(StartError::Transport {
-                    kind: "shm",
-                    reason: "the shm transport is not integrated in this build; use tcp".into(),
-                });
-            }
+            TransportKind::Shm => match options.shm_mesh {
+                Some(mesh) => Box::new(mesh.join(config.id, Arc::clone(&signal)).ok_or(
+                    StartError::Transport {
+                        kind: "shm",
+                        reason: format!(
+                            "replica {} is not in the ShmMesh or already joined it",
+                            config.id
+                        ),
+                    },
+                )?),
+                None => Box::new(
+                    crate::net::shm::ShmProcessNet::start(
+                        &config,
+                        Arc::clone(&signal),
+                        Arc::clone(&health),
+                    )
+                    .map_err(|e| StartError::Transport {
+                        kind: "shm",
+                        reason: e.to_string(),
+                    })?,
+                ),
+            },
         };
 
         let shared = Arc::new(Shared {
@@ -401,6 +440,7 @@ impl<S: StateMachine> Replica<S> {
             committed: 0,
             peers: BTreeMap::new(),
             transfer_timeout: Duration::from_millis(config.timing.election_timeout_max_ms * 4),
+            parks: 0,
         };
         let name = format!("keel-loop-{}", config.id);
         let h = Arc::clone(&health);
@@ -676,6 +716,7 @@ struct Loop<S: StateMachine> {
     committed: u64,
     peers: BTreeMap<u64, PeerTrack>,
     transfer_timeout: Duration,
+    parks: u64,
 }
 
 impl<S: StateMachine> Loop<S> {
@@ -688,6 +729,7 @@ impl<S: StateMachine> Loop<S> {
             } else {
                 doing("idle");
                 idle.idle(&self.shared.signal, self.next_tick);
+                self.parks = idle.parks;
             }
         }
     }
@@ -1093,7 +1135,7 @@ impl<S: StateMachine> Loop<S> {
             flush_latency_us: flush,
             batch_size: Summary::of(&self.batch_size),
             flushes,
-            loop_parks: 0,
+            loop_parks: self.parks,
             uptime_us: u64::try_from((now - self.started).as_micros()).unwrap_or(u64::MAX),
         }
     }

@@ -261,3 +261,31 @@ fn a_panic_in_the_state_machine_stops_the_replica_and_is_reported() {
     ));
     assert!(r.shutdown().is_err());
 }
+
+#[test]
+fn three_replicas_over_shared_memory_rings_commit_and_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = keel_engine::ShmMesh::new(&[1, 2, 3]).unwrap();
+    let mut replicas: Vec<Option<Replica<KvStore>>> = (1..=3)
+        .map(|i| {
+            Some(
+                Replica::start_shm(config(i, dir.path(), "memory", 3), KvStore::new(), &mesh)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for k in 0..50 {
+        propose_anywhere(&replicas, put(&format!("k{k}"), "v"));
+    }
+    let leader = wait_leader(&replicas, Duration::from_secs(5));
+    replicas[leader].take().unwrap().shutdown().unwrap();
+    propose_anywhere(&replicas, put("after", "failover"));
+    let new_leader = wait_leader(&replicas, Duration::from_secs(5));
+    let n = replicas[new_leader]
+        .as_ref()
+        .unwrap()
+        .read(|kv: &KvStore| kv.len())
+        .wait()
+        .unwrap();
+    assert_eq!(n.value, 51);
+}

@@ -44,7 +44,7 @@
 //! Backends implement [`Region`] (its docs state the contract): [`dax`] (`MAP_SYNC` mapping,
 //! `clwb`/`clflushopt`/`clflush` or non-temporal stores, `sfence`; `msync` fallback on request),
 //! [`uring`] (registered buffers, write chain linked to fdatasync in one submission),
-//! [`file`] (`pwrite` + `fdatasync`) and [`sim`] (the crash model). [`Log`] methods take
+//! [`file`](mod@file) (`pwrite` + `fdatasync`) and [`sim`] (the crash model). [`Log`] methods take
 //! `&self`; appends from several threads share commits (group commit).
 //!
 //! # How it is tested
@@ -56,7 +56,8 @@
 //!   kernel refuses io_uring) and `dax` with the msync fallback on the host; plus the typed
 //!   [`RegionError::MapSyncRefused`] on tmpfs. `tests/vm_dax.rs` runs the same suite on a
 //!   real DAX mount (`KEEL_DAX_DIR`, `MAP_SYNC`, once per write-back method: auto, clflushopt,
-//!   clflush, non-temporal) inside the soft-RoCE/NVDIMM VM, and skips with a reason elsewhere.
+//!   clflush, non-temporal) inside the soft-RoCE/NVDIMM VM, and skips with a reason elsewhere
+//!   (`tests/vm/run -- target/debug/deps/vm_dax-<hash> --nocapture`: 32 passed in the guest).
 //! - `tests/crash_check.rs`, the crash checker ([`check`]) on the `sim` region. Every region
 //!   call (each write, flush and fence) is a crash point; the model is "any subset of the
 //!   pending 8-byte words persists". Each crash state is recovered, and the recovered log must

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_core::{Ballot, Decree, Membership, PersistOp, ReadId, Replica, Role, Slot};
+use keel_core::{Ballot, Decree, Membership, PersistOp, ReadId, Replica, Slot};
 
 /// A short description of a decree for failure messages: proposals by id with their decoded
 /// key-value command, memberships by their voters and learners.
@@ -53,6 +53,8 @@ struct SlotVotes {
 /// Checker state across a run.
 #[derive(Debug)]
 pub struct Checker {
+    /// RSL alpha: a membership decree at slot k governs slots >= k + alpha.
+    pub alpha: u64,
     initial: Membership,
     /// Memberships by the slot of their decree (govern the slots after it).
     memberships: BTreeMap<Slot, Membership>,
@@ -89,6 +91,7 @@ impl Checker {
             durable_promise: BTreeMap::new(),
             reads: BTreeMap::new(),
             lease_seen: Vec::new(),
+            alpha: 1,
         }
     }
 
@@ -117,7 +120,7 @@ impl Checker {
         }
         Some(
             self.memberships
-                .range(..slot)
+                .range(..=slot.saturating_sub(self.alpha))
                 .next_back()
                 .map_or(&self.initial, |(_, m)| m),
         )
@@ -149,15 +152,49 @@ impl Checker {
         Ok(())
     }
 
+    /// Which ballots counted votes for `slot` under the membership that governs it in the final
+    /// log. With pipelining, a ballot may have accepted a value at `slot` while a different,
+    /// not yet chosen value sat below it; if a later ballot then chose a membership decree
+    /// there, the earlier ballot's acceptances were counted (by its leader) against the old
+    /// membership and may look like a majority of the new one without being chosen. A ballot
+    /// counts when it held the governing membership decree itself, or is at least the ballot
+    /// that decree was chosen in.
+    fn eligible_ballots(&self, slot: Slot) -> impl Fn(&Ballot) -> bool + use<> {
+        let governing = self.memberships.range(..slot).next_back().map(|(&m, _)| m);
+        let (held, chosen_in): (BTreeSet<Ballot>, Option<Ballot>) = match governing {
+            None => (BTreeSet::new(), Some(Ballot::ZERO)),
+            Some(m) => {
+                let decree = self.committed.get(&m);
+                match self.ledger.get(&m) {
+                    // No ledger for the decree's slot (it came in a checkpoint): trust the log.
+                    None => (BTreeSet::new(), Some(Ballot::ZERO)),
+                    Some(v) => (
+                        v.by_ballot
+                            .iter()
+                            .filter(|(_, (d, _))| Some(d) == decree)
+                            .map(|(b, _)| *b)
+                            .collect(),
+                        v.chosen.as_ref().map(|(b, _)| *b),
+                    ),
+                }
+            }
+        };
+        move |b: &Ballot| held.contains(b) || chosen_in.is_some_and(|c| *b >= c)
+    }
+
     /// Evaluates the ledger of `slot` (its governing membership must be known). With
     /// `must_be_chosen`, the committed value must be accepted by a majority at one ballot.
     fn evaluate(&mut self, slot: Slot, must_be_chosen: bool) -> Result<(), String> {
         let Some(m) = self.governing(slot).cloned() else {
             return Ok(());
         };
+        let eligible = self.eligible_ballots(slot);
         let committed = self.committed.get(&slot).cloned();
         let votes = self.ledger.entry(slot).or_default();
         for (ballot, (decree, acceptors)) in &votes.by_ballot {
+            if !eligible(ballot) {
+                continue;
+            }
             if !m.is_quorum(
                 acceptors
                     .iter()
@@ -296,9 +333,6 @@ impl Checker {
             }
         }
     }
-
-    /// Replica `id` reported a role.
-    pub fn on_role(&mut self, _id: u64, _role: Role, _ballot: Ballot) {}
 
     /// A membership decree at `slot` was applied somewhere.
     pub fn on_membership(&mut self, slot: Slot, membership: Membership) {

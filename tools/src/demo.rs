@@ -16,11 +16,13 @@ use keel_engine::kv::KvStore;
 use keel_engine::kv::client::Connection;
 use keel_engine::kv::service::serve;
 use keel_engine::kv::wire::{Reply, Request};
-use keel_engine::{Builder, LocalNetwork, Replica, Role, TransportKind};
+use keel_engine::{Builder, LocalNetwork, Replica, Role, ShmMesh, TransportKind};
 
 /// How the demo's replicas reach each other.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum DemoTransport {
+    /// Shared-memory rings (the ring protocol of keel-transport) between the replicas.
+    Shm,
     /// TCP over loopback, with the member/cluster handshake.
     Tcp,
     /// In-process queues (no network between replicas).
@@ -43,7 +45,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 64)]
     value_bytes: usize,
     /// Transport between the replicas.
-    #[arg(long, value_enum, default_value_t = DemoTransport::Tcp)]
+    #[arg(long, value_enum, default_value_t = DemoTransport::Shm)]
     transport: DemoTransport,
     /// Log backend: file (pwrite + fdatasync, durable), uring, or memory.
     #[arg(long, default_value = "file")]
@@ -78,7 +80,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         })
         .collect();
     let network = LocalNetwork::new();
+    let mesh = ShmMesh::new(&[1, 2, 3])?;
     let transport = match args.transport {
+        DemoTransport::Shm => TransportKind::Shm,
         DemoTransport::Tcp => TransportKind::Tcp,
         DemoTransport::Local => TransportKind::Local,
     };
@@ -105,6 +109,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             .build()?;
         let replica = match transport {
             TransportKind::Local => Replica::start_local(config, KvStore::new(), &network)?,
+            TransportKind::Shm => Replica::start_shm(config, KvStore::new(), &mesh)?,
             _ => Replica::start(config, KvStore::new())?,
         };
         let replica = Arc::new(replica);

@@ -479,8 +479,8 @@ pub fn messages_arrive_in_order_without_loss_or_duplicates<F: LinkFactory>(facto
 pub fn messages_flow_control_under_a_slow_reader<F: LinkFactory>(factory: &mut F) {
     let (mut tx, mut rx) = factory.link();
     let len = tx.max_message().min(4096);
-    // More than any socket or ring buffer holds.
-    let total = (16 << 20) / len as u64;
+    // More than any ring or loopback socket buffers hold (Linux autotunes those to a few MiB).
+    let total = (32 << 20) / len as u64;
     let sender = std::thread::spawn(move || {
         let start = Instant::now();
         for seq in 0..total {

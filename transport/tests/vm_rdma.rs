@@ -27,11 +27,11 @@ mod with_rdma {
         AckArray, RdmaConfig, RdmaDevice, RdmaError, RdmaRingSink, RdmaRingSource, RingListener,
     };
     use keel_transport::{
-        AppendError, HandshakeError, ReadError, RingConfig, RingReader, RingWriter,
+        AppendError, HandshakeError, ReadError, RingConfig, RingReader, RingSink, RingWriter,
     };
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     const CLUSTER: u64 = 0x6b65_656c;
@@ -324,7 +324,6 @@ mod with_rdma {
         let body = payload(3);
         let position = writer.write(1, 3, &body)?;
         let offset = (position as usize) % CAPACITY + keel_transport::frame::HEADER_BYTES;
-        use keel_transport::RingSink as _;
         writer.sink_mut().write(offset & !7, &[&[0xff; 8]])?;
         writer.publish()?;
         writer.send(1, 4, &payload(4))?;
@@ -432,12 +431,17 @@ mod with_rdma {
         run_reconnect(&device_name).unwrap();
     }
 
+    /// The leader breaks its queue pair before slot 150; the follower breaks its own after
+    /// delivering this many frames.
+    const FOLLOWER_BREAKS_AT: usize = 300;
+
     /// Follower loop: deliver frames; when the connection breaks, drain and re-accept.
     fn reconnecting_follower(mut listener: RingListener, total: u64) -> Result<(Vec<u64>, u32)> {
         let source = listener.accept()?;
         let mut reader: RingReader<RdmaRingSource> = RingReader::new(source, ring_config());
         let mut delivered = Vec::new();
         let mut reconnects = 0;
+        let mut broke = false;
         let deadline = Instant::now() + Duration::from_secs(60);
         while (delivered.len() as u64) < total {
             ensure!(
@@ -445,6 +449,12 @@ mod with_rdma {
                 "follower timed out, delivered {}",
                 delivered.len()
             );
+            if delivered.len() >= FOLLOWER_BREAKS_AT && !broke {
+                // The follower's side fails now: its queue pair goes to the error state, so
+                // the leader's writes are no longer acknowledged and fail after retries.
+                reader.source().write_queue().queue_pair().set_error()?;
+                broke = true;
+            }
             let polled = reader.poll(64, |f| delivered.push(f.slot));
             let idle = match polled {
                 Ok(n) => n == 0,
@@ -499,6 +509,9 @@ mod with_rdma {
                         "backend error on a healthy queue pair: {e}"
                     );
                     errors_seen += 1;
+                    eprintln!(
+                        "leader: queue-pair error reported at slot {slot}: {e:?}; reconnecting"
+                    );
                     // Reconnect: the follower reports the position it consumed up to; frames at
                     // or above it are written again.
                     let mut sink = writer.into_sink();
@@ -514,7 +527,12 @@ mod with_rdma {
             }
         }
         let (delivered, reconnects) = follower.join().expect("follower thread")?;
-        ensure!(errors_seen >= 1, "the queue-pair error was never reported");
+        // One error for the leader's own broken queue pair, one for the follower's (a write
+        // that was never acknowledged: retries exceeded).
+        ensure!(
+            errors_seen == 2,
+            "{errors_seen} queue-pair errors reported, expected 2"
+        );
         ensure!(
             reconnects as usize == errors_seen,
             "reconnects {reconnects} vs errors {errors_seen}"
@@ -536,13 +554,56 @@ mod with_rdma {
     struct RdmaRings {
         device: RdmaDevice,
         made: u64,
+        lingering: Arc<Mutex<Vec<RdmaRingSink>>>,
+    }
+
+    /// The leader's end as the suite sees it. When the suite drops it (e.g. a writer thread
+    /// that finished), the connection stays up until the suite ends, as a live leader's
+    /// would: the reader may still be draining and writing its head back. (Over shared memory
+    /// a head store always lands; over RDMA it needs the leader's queue pair.)
+    struct LingeringSink {
+        inner: Option<RdmaRingSink>,
+        lingering: Arc<Mutex<Vec<RdmaRingSink>>>,
+    }
+
+    impl LingeringSink {
+        fn sink(&mut self) -> &mut RdmaRingSink {
+            self.inner.as_mut().expect("sink present until drop")
+        }
+    }
+
+    impl Drop for LingeringSink {
+        fn drop(&mut self) {
+            if let Some(sink) = self.inner.take() {
+                self.lingering.lock().unwrap().push(sink);
+            }
+        }
+    }
+
+    impl RingSink for LingeringSink {
+        type Error = RdmaError;
+        fn capacity(&self) -> usize {
+            self.inner
+                .as_ref()
+                .expect("sink present until drop")
+                .capacity()
+        }
+        fn write(&mut self, offset: usize, parts: &[&[u8]]) -> Result<(), RdmaError> {
+            self.sink().write(offset, parts)
+        }
+        fn publish_tail(&mut self, tail: u64) -> Result<(), RdmaError> {
+            self.sink().publish_tail(tail)
+        }
+        fn load_head(&mut self) -> Result<u64, RdmaError> {
+            self.sink().load_head()
+        }
     }
 
     impl keel_transport::conformance::RingFactory for RdmaRings {
-        type Sink = RdmaRingSink;
+        type Sink = LingeringSink;
         type Source = RdmaRingSource;
 
-        fn ring(&mut self, capacity: usize) -> (RdmaRingSink, RdmaRingSource) {
+        fn ring(&mut self, capacity: usize) -> (LingeringSink, RdmaRingSource) {
             // Device-DAX windows 8..24 in rotation (at most a few rings are alive at once).
             let window = 8 + self.made % 16;
             self.made += 1;
@@ -565,6 +626,10 @@ mod with_rdma {
                 RdmaRingSink::dial(&self.device, addr, FOLLOWER, EPOCH, acks, 0, leader).unwrap();
             assert_eq!(start, 0, "a fresh ring starts at 0");
             let source = accepting.join().expect("accepting thread").unwrap();
+            let sink = LingeringSink {
+                inner: Some(sink),
+                lingering: Arc::clone(&self.lingering),
+            };
             (sink, source)
         }
     }
@@ -578,14 +643,17 @@ mod with_rdma {
         let mut rings = RdmaRings {
             device: RdmaDevice::open(&device_name).unwrap(),
             made: 0,
+            lingering: Arc::new(Mutex::new(Vec::new())),
         };
         keel_transport::conformance::rings(&mut rings);
         eprintln!("conformance suite passed over RDMA on {} rings", rings.made);
     }
 
     #[test]
-    fn round_trips_of_64_byte_frames_are_measured() {
-        let Some(device_name) = vm_device("round_trips_of_64_byte_frames_are_measured") else {
+    fn round_trips_and_a_stream_of_64_byte_frames_are_measured() {
+        let Some(device_name) =
+            vm_device("round_trips_and_a_stream_of_64_byte_frames_are_measured")
+        else {
             return;
         };
         let mut options = keel_transport::rdma::bench::RoundTripOptions::new(&device_name, 200);
@@ -600,6 +668,18 @@ mod with_rdma {
             sorted.len(),
             sorted[sorted.len() / 2],
             sorted[sorted.len() * 99 / 100]
+        );
+        let mut stream = keel_transport::rdma::bench::RoundTripOptions::new(&device_name, 2000);
+        stream.memory = ring_memory(5);
+        stream.capacity = 4096;
+        let report = keel_transport::rdma::bench::ring_stream(&stream).unwrap();
+        assert_eq!(report.frames, 2000);
+        assert_eq!(report.payload_bytes, 2000 * 64);
+        assert!(report.elapsed > Duration::ZERO);
+        eprintln!(
+            "rdma ring stream, 64 B, 2000 frames through a 4 KiB ring: {:?} ({:.0} frames/s)",
+            report.elapsed,
+            2000.0 / report.elapsed.as_secs_f64()
         );
     }
 }

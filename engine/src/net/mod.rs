@@ -11,6 +11,7 @@
 pub mod local;
 #[cfg(feature = "rdma")]
 pub mod rdma;
+pub mod shm;
 pub mod tcp;
 
 use keel_core::Message;

@@ -44,9 +44,9 @@ use keel_transport::rdma::{
 use keel_transport::ring::{AppendError, RingConfig, RingReader, RingWriter};
 
 use super::Net;
-use crate::codec::{decode_message, encode_message};
 use crate::config::Config;
 use crate::runtime::{Health, Signal};
+use keel_core::codec::{decode_message, encode_message};
 
 /// Data bytes of each ring (a power of two); the largest message is half of it.
 pub const RING_BYTES: usize = 1 << 20;

@@ -19,9 +19,9 @@ use keel_core::{Message, ReplicaId};
 use keel_transport::{HandshakeConfig, Role as HandshakeRole, handshake};
 
 use super::Net;
-use crate::codec::{decode_message, encode_message};
 use crate::config::Config;
 use crate::runtime::{Health, Signal};
+use keel_core::codec::{decode_message, encode_message};
 
 /// Largest frame accepted from a peer (a checkpoint travels in one frame).
 pub const FRAME_MAX_BYTES: usize = 256 << 20;

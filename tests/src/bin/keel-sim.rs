@@ -144,11 +144,16 @@ fn main() -> anyhow::Result<()> {
         bail!("give --seed S or --seeds A..B");
     };
     let (a, b) = parse_range(range)?;
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    // Catching a mutation names the first seed that catches it: run seeds in order.
+    let jobs = if args.expect_caught {
+        1
+    } else {
+        args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    };
     let next = Arc::new(AtomicU64::new(a));
     let passed = Arc::new(AtomicU64::new(0));
     let failed: Arc<Mutex<Vec<RunResult>>> = Arc::new(Mutex::new(Vec::new()));
@@ -239,10 +244,7 @@ fn main() -> anyhow::Result<()> {
         let name = args.mutation.as_deref().unwrap_or("(no mutation)");
         match failed.first() {
             Some(r) => {
-                println!(
-                    "caught: {name} by seed {} ({p} seeds passed before it)",
-                    r.spec.seed
-                );
+                println!("caught: {name} by seed {}", r.spec.seed);
                 return Ok(());
             }
             None => {

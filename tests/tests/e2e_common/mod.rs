@@ -205,6 +205,12 @@ impl Cluster {
     /// Writes configurations for `n` replicas (the last `standby` of them standbys) and starts
     /// every replica. With `proxied`, replica-to-replica traffic goes through fault proxies.
     pub fn start(name: &str, n: u64, standby: u64, proxied: bool) -> Cluster {
+        Cluster::start_with(name, n, standby, proxied, "tcp")
+    }
+
+    /// Like [`Cluster::start`] over `transport` (`tcp` or `shm`; shm ring files live in the
+    /// cluster's directory).
+    pub fn start_with(name: &str, n: u64, standby: u64, proxied: bool, transport: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("keel-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -213,11 +219,21 @@ impl Cluster {
         let mut members = String::new();
         let mut services = Vec::new();
         for id in 1..=n {
-            let addr = free_addr();
+            let addr = if transport == "shm" {
+                format!("replica-{id}")
+            } else {
+                free_addr().to_string()
+            };
             let service = free_addr();
             let listen = if proxied {
                 let listen = free_addr();
-                start_proxy(addr, listen, id, partition.clone(), Arc::clone(&stop));
+                start_proxy(
+                    addr.parse().unwrap(),
+                    listen,
+                    id,
+                    partition.clone(),
+                    Arc::clone(&stop),
+                );
                 format!("listen_addr = \"{listen}\"\n")
             } else {
                 String::new()
@@ -236,12 +252,13 @@ impl Cluster {
         for id in 1..=n {
             let config = dir.join(format!("replica-{id}.toml"));
             let text = format!(
-                "id = {id}\ndata_dir = \"{}\"\ntransport = \"tcp\"\n\n\
+                "id = {id}\ndata_dir = \"{}\"\ntransport = \"{transport}\"\nshm_dir = \"{}\"\n\n\
                  [timing]\ntick_us = 1000\nheartbeat_ms = 10\nelection_timeout_min_ms = 150\n\
                  election_timeout_max_ms = 300\nlease_ms = 60\nclock_drift_us = 10000\n\n\
                  [runtime]\nspin_us = 20\n\n\
                  [durability]\nlog_backend = \"file\"\nlog_capacity_bytes = 67108864\ncheckpoint_every = 2000\n\n{members}",
-                dir.join(format!("data-{id}")).display()
+                dir.join(format!("data-{id}")).display(),
+                dir.display()
             );
             std::fs::write(&config, text).unwrap();
             nodes.push(Node {

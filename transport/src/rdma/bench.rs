@@ -1,4 +1,4 @@
-//! Round trips over the RDMA ring, for `keel-bench ring --transport rdma`.
+//! Round trips and streams over the RDMA ring, for `keel-bench ring --transport rdma`.
 //!
 //! One round trip: the leader writes a frame and publishes the tail (two RDMA WRITEs), the
 //! follower thread sees the frame in its memory and writes its head back (one RDMA WRITE into
@@ -69,6 +69,77 @@ const FOLLOWER: u64 = 2;
 
 /// Runs `options.ops` round trips and returns each one's latency, in order.
 pub fn ring_round_trips(options: &RoundTripOptions) -> Result<Vec<Duration>, RoundTripError> {
+    let payload = vec![0x5a_u8; options.payload_bytes];
+    with_connected_pair(options, |writer| {
+        let mut latencies = Vec::with_capacity(options.ops);
+        for slot in 0..options.ops as u64 {
+            let began = Instant::now();
+            writer
+                .send(1, slot, &payload)
+                .map_err(RoundTripError::Append)?;
+            wait_consumed(writer)?;
+            latencies.push(began.elapsed());
+        }
+        Ok(latencies)
+    })
+}
+
+/// What a stream run measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamReport {
+    /// Frames delivered.
+    pub frames: usize,
+    /// Payload bytes delivered.
+    pub payload_bytes: usize,
+    /// From the first write until the follower's head covered the last frame.
+    pub elapsed: Duration,
+}
+
+/// Streams `options.ops` frames as fast as the ring allows (the leader retries while the ring
+/// is full) and returns how long until the follower had consumed them all.
+pub fn ring_stream(options: &RoundTripOptions) -> Result<StreamReport, RoundTripError> {
+    let payload = vec![0xa5_u8; options.payload_bytes];
+    with_connected_pair(options, |writer| {
+        let began = Instant::now();
+        for slot in 0..options.ops as u64 {
+            let mut spins = 0;
+            loop {
+                match writer.send(1, slot, &payload) {
+                    Ok(_) => break,
+                    Err(AppendError::Full { .. }) => {
+                        spins += 1;
+                        pause(spins);
+                    }
+                    Err(e) => return Err(RoundTripError::Append(e)),
+                }
+            }
+        }
+        wait_consumed(writer)?;
+        Ok(StreamReport {
+            frames: options.ops,
+            payload_bytes: options.ops * options.payload_bytes,
+            elapsed: began.elapsed(),
+        })
+    })
+}
+
+/// Spins (then yields) until the follower's head covers every written frame.
+fn wait_consumed(writer: &mut RingWriter<RdmaRingSink>) -> Result<(), RoundTripError> {
+    let mut spins = 0;
+    while writer.head() < writer.tail() {
+        writer.refresh_head().map_err(RoundTripError::Append)?;
+        spins += 1;
+        pause(spins);
+    }
+    Ok(())
+}
+
+/// Sets up a follower thread that consumes `options.ops` frames and a connected leader, runs
+/// `leader` on the leader's writer, and tears both down.
+fn with_connected_pair<T>(
+    options: &RoundTripOptions,
+    leader: impl FnOnce(&mut RingWriter<RdmaRingSink>) -> Result<T, RoundTripError>,
+) -> Result<T, RoundTripError> {
     let device = RdmaDevice::open(&options.device).map_err(RoundTripError::Rdma)?;
     let members = vec![LEADER, FOLLOWER];
     let follower_cfg = RdmaConfig::new(HandshakeConfig::new(CLUSTER, FOLLOWER, members.clone()));
@@ -105,38 +176,19 @@ pub fn ring_round_trips(options: &RoundTripOptions) -> Result<Vec<Duration>, Rou
         Ok(())
     });
     let acks = AckArray::new(&device, 1).map_err(RoundTripError::Rdma)?;
-    let leader = (|| {
-        let (sink, start) = RdmaRingSink::dial(&device, addr, FOLLOWER, 1, acks, 0, leader_cfg)
-            .map_err(RoundTripError::Rdma)?;
-        let mut writer = RingWriter::resume(sink, ring_config, start);
-        let payload = vec![0x5a_u8; options.payload_bytes];
-        let mut latencies = Vec::with_capacity(ops);
-        for slot in 0..ops as u64 {
-            let began = Instant::now();
-            writer
-                .send(1, slot, &payload)
-                .map_err(RoundTripError::Append)?;
-            let mut spins = 0;
-            while writer.head() < writer.tail() {
-                writer.refresh_head().map_err(RoundTripError::Append)?;
-                spins += 1;
-                pause(spins);
-            }
-            latencies.push(began.elapsed());
-        }
-        Ok(latencies)
-    })();
-    // A failed leader must not leave the follower spinning (it stops after a dial failure
-    // too: the accept then fails or the loop sees the flag).
+    let led = RdmaRingSink::dial(&device, addr, FOLLOWER, 1, acks, 0, leader_cfg)
+        .map_err(RoundTripError::Rdma)
+        .and_then(|(sink, start)| leader(&mut RingWriter::resume(sink, ring_config, start)));
+    // A failed leader must not leave the follower spinning or blocked in accept (its
+    // handshake then fails on EOF).
     stop.store(true, Ordering::Relaxed);
-    if leader.is_err() {
-        // Unblock a follower still waiting in accept: its handshake then fails on EOF.
+    if led.is_err() {
         drop(std::net::TcpStream::connect(addr));
     }
     let followed = follower
         .join()
         .map_err(|_| RoundTripError::FollowerPanicked)?;
-    let latencies = leader?;
+    let out = led?;
     followed?;
-    Ok(latencies)
+    Ok(out)
 }

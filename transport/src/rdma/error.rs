@@ -113,7 +113,8 @@ pub enum RdmaError {
         /// Its name.
         status_name: String,
     },
-    /// No completion arrived within the time limit although work requests are posted.
+    /// No completion arrived within the time limit although work requests are posted: the
+    /// peer stopped acknowledging. The queue pair was moved to the error state; reconnect.
     #[error("no completion within {waited:?} with {in_flight} work requests posted")]
     CompletionTimeout {
         /// Work requests outstanding.

@@ -16,7 +16,7 @@
 //! - [`oob`]: the out-of-band offers exchanged over TCP after the ring handshake (queue pair
 //!   number, PSN, LID, GID, address, length and rkey).
 //! - [`ring`]: the seam implementation, connection set-up, error reporting and reconnect.
-//! - [`bench`]: a round-trip measurement for `keel-bench ring --transport rdma`.
+//! - [`bench`](mod@bench): round trips and streams for `keel-bench ring --transport rdma`.
 //!
 //! Building the feature needs Debian's `cmake libclang-dev pkg-config libnl-3-dev
 //! libnl-route-3-dev libibverbs-dev` (the `ibverbs-sys` crate runs cmake and bindgen over its
@@ -25,10 +25,22 @@
 //! external mapping nor post RDMA WRITE with a remote address and rkey, so this module uses its
 //! raw bindings (`ibverbs-sys`) under its own safe face.
 //!
-//! Tested by `transport/tests/vm_rdma.rs` on soft-RoCE (`rxe0`) in the VM harness: two
-//! processes, ordered delivery without loss or duplicates, flow control under a slow reader,
-//! corrupt-frame detection, refusal of a non-member, queue-pair error and reconnect. Outside
-//! the VM those tests print why they are skipped.
+//! Failure handling: a work request that completes with an error, a post refused by a queue
+//! pair in the error state, and a queue pair whose peer stopped acknowledging (no completion
+//! within [`pool::COMPLETION_TIMEOUT`]; soft-RoCE gives no retry-exceeded error when the peer's
+//! queue pair is in the error state) are all reported as typed [`RdmaError`]s and leave the
+//! connection broken; [`RdmaRingSink::redial`] and [`RdmaRingSource::reaccept`] re-establish
+//! it (handshake included) and the writer resumes at the follower's consumed position.
+//!
+//! Tested by `transport/tests/vm_rdma.rs` on soft-RoCE (`rxe0`) in the VM harness
+//! (`tests/vm/run`), with rings on the VM's device-DAX region: the shared conformance suite
+//! ([`crate::conformance::rings`]) over real connections; a leader and a follower process
+//! streaming 1500 frames of 1 to 1500 bytes through a 16 KiB ring (order, no loss, no
+//! duplicates, the writer waiting for a slow reader); a corrupt frame reported and not
+//! delivered; a non-member and a peer of another cluster refused before any offer; the
+//! leader's and then the follower's queue pair put in the error state, each reported and
+//! reconnected with every entry delivered exactly once; and the bench functions. Outside the
+//! VM those tests print why they are skipped. `oob` has host unit and property tests.
 
 pub mod bench;
 pub mod error;

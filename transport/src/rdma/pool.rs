@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest wait for a completion before the device is declared stuck (the queue pair's own
-/// retry budget, 8 tries of about 17 ms, is far shorter).
-pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(5);
+/// retry budget, 8 tries of about 67 ms, is far shorter).
+pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Spins a little, then yields: soft-RoCE does its work in kernel context on the same CPUs,
 /// and a pure spin on a machine with few cores starves it.
@@ -149,10 +149,7 @@ impl WriteQueue {
             spins += 1;
             let began = *began.get_or_insert_with(Instant::now);
             if began.elapsed() > COMPLETION_TIMEOUT {
-                return Err(RdmaError::CompletionTimeout {
-                    in_flight: self.in_flight(),
-                    waited: COMPLETION_TIMEOUT,
-                });
+                return Err(self.stalled());
             }
             pause(spins);
         }
@@ -271,6 +268,19 @@ impl WriteQueue {
         }
     }
 
+    /// The peer stopped acknowledging (seen on soft-RoCE when the peer's queue pair is in the
+    /// error state: no retry-exceeded error arrives). Treat the queue pair as failed: move it
+    /// to the error state, so outstanding requests flush, and report it.
+    fn stalled(&mut self) -> RdmaError {
+        self.broken = true;
+        // Already failing; the error state is what we want either way.
+        let _ = self.qp.set_error();
+        RdmaError::CompletionTimeout {
+            in_flight: self.in_flight(),
+            waited: COMPLETION_TIMEOUT,
+        }
+    }
+
     /// Polls until every posted write completed (or one failed, or [`COMPLETION_TIMEOUT`]
     /// passed).
     pub fn drain(&mut self) -> Result<(), RdmaError> {
@@ -280,10 +290,7 @@ impl WriteQueue {
             self.poll()?;
             spins += 1;
             if began.elapsed() > COMPLETION_TIMEOUT {
-                return Err(RdmaError::CompletionTimeout {
-                    in_flight: self.in_flight(),
-                    waited: COMPLETION_TIMEOUT,
-                });
+                return Err(self.stalled());
             }
             pause(spins);
         }

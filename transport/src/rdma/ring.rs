@@ -11,7 +11,7 @@
 //! once the follower sees the tail, the frame bytes below it are in its memory. Rule 3: the
 //! follower posts the head write after it has finished reading the frames below the head.
 //!
-//! Set-up (over TCP, leader dials): the ring handshake ([`crate::handshake`]) runs first; only a
+//! Set-up (over TCP, leader dials): the ring handshake ([`crate::handshake`](mod@crate::handshake)) runs first; only a
 //! peer that passed it receives an [`Offer`] with the ring's address and rkey. Then both ends
 //! exchange offers, connect their queue pairs (INIT, RTR, RTS) and sync a ready byte.
 //!
@@ -27,7 +27,7 @@ use super::error::RdmaError;
 use super::memory::{Mapping, MemorySource};
 use super::oob::{self, Offer};
 use super::pool::{RemoteRegion, WriteQueue};
-use super::verbs::{Access, Context, MemoryRegion, ProtectionDomain, QpEndpoint};
+use super::verbs::{Access, Context, MemoryRegion, ProtectionDomain};
 use crate::handshake::{HandshakeConfig, Peer, Role, handshake};
 use crate::ring::{RingSink, RingSource};
 use std::io;
@@ -484,6 +484,7 @@ impl RingListener {
             capacity: self.capacity,
             peer,
             stored_head: 0,
+            tail_seen: 0,
             wait_for_ack: self.config.wait_for_ack,
             _stream: stream,
         })
@@ -532,6 +533,7 @@ pub struct RdmaRingSource {
     capacity: usize,
     peer: Peer,
     stored_head: u64,
+    tail_seen: u64,
     wait_for_ack: bool,
     _stream: TcpStream,
 }
@@ -549,7 +551,10 @@ impl RdmaRingSource {
 
     /// The tail the leader last published into our memory.
     pub fn published_tail(&self) -> u64 {
-        self.ring.word(TAIL_OFFSET).load(Ordering::Acquire)
+        self.ring
+            .word(TAIL_OFFSET)
+            .load(Ordering::Acquire)
+            .max(self.tail_seen)
     }
 
     /// The write queue (to inspect or force the queue pair's state).
@@ -661,7 +666,13 @@ impl RingSource for RdmaRingSource {
     }
 
     fn load_tail(&mut self) -> Result<u64, RdmaError> {
-        Ok(self.published_tail())
+        // Tails are published in increasing order, so a smaller value can only be an old tail
+        // write landing again (seen once on soft-RoCE under heavy emulation, presumably a
+        // retransmitted duplicate): keep the largest tail seen; the frames below it were
+        // complete when it was first observed.
+        let tail = self.published_tail();
+        self.tail_seen = self.tail_seen.max(tail);
+        Ok(self.tail_seen)
     }
 
     fn with_published<R>(&self, offset: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
@@ -694,13 +705,5 @@ impl RingSource for RdmaRingSource {
             self.wq.drain()?;
         }
         Ok(())
-    }
-}
-
-/// Connection details for tests: the queue pair endpoint of the source.
-impl RdmaRingSource {
-    /// Our queue pair's endpoint.
-    pub fn endpoint(&self) -> QpEndpoint {
-        self.wq.endpoint()
     }
 }

@@ -86,6 +86,12 @@ impl Replica {
             to: from,
             msg: Message::PreVoteReply { ballot, granted },
         });
+        // Reference: a pre-vote changes no state at the voter (no promise, no timer).
+        contract!(
+            self,
+            self.promised < ballot,
+            "pre-vote {ballot} granted at or below promise"
+        );
     }
 
     pub(super) fn on_pre_vote_reply(
@@ -361,6 +367,12 @@ impl Replica {
         if !required.iter().all(|m| m.is_quorum(&promisers)) {
             return;
         }
+        if !self.is_voter() {
+            // Catch-up during the campaign showed we are no longer a voter: do not lead.
+            let hint = self.leader_hint;
+            self.step_down(hint, out);
+            return;
+        }
         self.become_leader(own, out);
     }
 
@@ -455,6 +467,7 @@ impl Replica {
             lease_held: false,
             reads: VecDeque::new(),
             transfer: None,
+            change_ids: BTreeMap::new(),
         };
         self.leader_hint = Some(self.id);
         self.role = RoleState::Leader(Box::new(leader));
@@ -474,6 +487,22 @@ impl Replica {
     }
 
     pub(super) fn on_nack(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Command>) {
+        let promised_before = self.promised;
+        self.on_nack_inner(ballot, promised, out);
+        contract!(
+            self,
+            self.promised == promised_before,
+            "a refusal changed our promise"
+        );
+        contract!(
+            self,
+            self.max_round_seen >= promised.round,
+            "refusal round {} not remembered",
+            promised.round
+        );
+    }
+
+    fn on_nack_inner(&mut self, ballot: Ballot, promised: Ballot, out: &mut Vec<Command>) {
         self.max_round_seen = self.max_round_seen.max(promised.round);
         if promised <= ballot {
             return; // a lease guard, not a newer ballot: the candidate retries after its timeout
@@ -558,5 +587,10 @@ impl Replica {
         }
         self.step_down(None, out);
         self.election_deadline = self.now + 2 * self.config.election_timeout_max_ticks;
+        contract!(
+            self,
+            self.leader_ballot().is_none(),
+            "still leading after relinquishing"
+        );
     }
 }

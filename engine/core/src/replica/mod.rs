@@ -208,6 +208,8 @@ struct Leader {
     lease_held: bool,
     reads: VecDeque<LinearRead>,
     transfer: Option<Transfer>,
+    /// The host's id of each membership change in flight, by slot (reported on abort).
+    change_ids: BTreeMap<Slot, ProposalId>,
 }
 
 impl Replica {

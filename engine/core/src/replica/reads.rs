@@ -39,6 +39,10 @@ impl Replica {
         }
         let slot = l.next_slot - 1;
         let seq_needed = l.hb_seq + 1;
+        contract!(self, slot >= self.commit, "read slot {slot} below commit");
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
         l.reads.push_back(LinearRead {
             id,
             slot,
@@ -136,6 +140,13 @@ impl Replica {
         }
         l.lease_held = true;
         let (until, ballot) = (l.lease_until, l.ballot);
+        // A lease never reaches past one lease length from now (it starts at an acknowledged
+        // heartbeat, which was sent no later than now).
+        contract!(
+            self,
+            until <= now + length,
+            "lease until {until} beyond now {now} + {length}"
+        );
         if until > self.lease_guard_until {
             self.lease_guard_until = until;
         }

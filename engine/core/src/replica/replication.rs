@@ -156,6 +156,12 @@ impl Replica {
             });
             l.next_send += 1;
         }
+        contract!(
+            self,
+            l.next_send <= commit + window + 1,
+            "pipeline window exceeded: next send {} with commit {commit}",
+            l.next_send
+        );
         if !batch.is_empty() {
             self.send_entries(batch, out);
         }
@@ -524,6 +530,7 @@ impl Replica {
         if let RoleState::Leader(l) = &mut self.role {
             let commit = self.commit;
             l.in_flight.retain(|s, _| *s > commit);
+            l.change_ids.retain(|s, _| *s > commit);
             l.next_send = l.next_send.max(commit + 1);
         }
         let interval = self.config.snapshot_interval;
@@ -662,6 +669,12 @@ impl Replica {
                 commit: self.commit,
             },
         });
+        contract!(
+            self,
+            self.config.lease_ticks == 0
+                || self.lease_guard_until >= self.now + self.config.lease_ticks,
+            "acknowledged a heartbeat of {ballot} without guarding its lease"
+        );
         if self.commit < commit {
             out.push(Command::Send {
                 to: from,
@@ -771,6 +784,11 @@ impl Replica {
                 },
             });
         }
+        contract!(
+            self,
+            self.applied == self.commit,
+            "learned values left unapplied"
+        );
     }
 
     pub(super) fn on_install_snapshot(
@@ -887,7 +905,11 @@ impl Replica {
                 reason: AbortReason::NotLeader { hint },
             });
         }
-        for f in l.in_flight.into_values() {
+        for (slot, f) in l.in_flight {
+            if let (Decree::Membership(_), Some(id)) = (&f.decree, l.change_ids.get(&slot)) {
+                let reason = AbortReason::LeadershipLost { hint };
+                out.push(Command::ProposalAborted { id: *id, reason });
+            }
             if let Decree::Batch(props) = f.decree {
                 for p in props {
                     out.push(Command::ProposalAborted {
@@ -910,7 +932,8 @@ impl Replica {
 /// fit the count and byte bounds (at least one).
 fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decree> {
     if let Some(Queued::Membership { .. }) = l.queue.front() {
-        if let Some(Queued::Membership { membership, .. }) = l.queue.pop_front() {
+        if let Some(Queued::Membership { id, membership }) = l.queue.pop_front() {
+            l.change_ids.insert(l.next_slot, id);
             return Some(Decree::Membership(membership));
         }
         return None;
