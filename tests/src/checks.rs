@@ -53,9 +53,9 @@ struct SlotVotes {
 /// Checker state across a run.
 #[derive(Debug)]
 pub struct Checker {
-    /// RSL alpha: a membership decree at slot k governs slots >= k + alpha.
-    pub alpha: u64,
     initial: Membership,
+    /// A membership decree at slot `k` governs the slots from `k + alpha` on.
+    alpha: u64,
     /// Memberships by the slot of their decree (govern the slots after it).
     memberships: BTreeMap<Slot, Membership>,
     /// The value of each slot as first committed or applied anywhere.
@@ -77,10 +77,13 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker for a cluster that starts with `initial`.
-    pub fn new(initial: Membership) -> Checker {
+    /// A checker for a cluster that starts with `initial`, where a membership decree at slot
+    /// `k` governs every slot from `k + alpha` on (`Config::membership_alpha`).
+    pub fn new(initial: Membership, alpha: u64) -> Checker {
+        assert!(alpha >= 1, "checker: alpha must be at least 1");
         Checker {
             initial,
+            alpha,
             memberships: BTreeMap::new(),
             committed: BTreeMap::new(),
             contiguous: 0,
@@ -91,7 +94,6 @@ impl Checker {
             durable_promise: BTreeMap::new(),
             reads: BTreeMap::new(),
             lease_seen: Vec::new(),
-            alpha: 1,
         }
     }
 
@@ -113,17 +115,30 @@ impl Checker {
         self.memberships.len() as u64
     }
 
-    /// The membership that governs `slot`, if every slot below it is known.
-    fn governing(&self, slot: Slot) -> Option<&Membership> {
-        if slot > self.contiguous + 1 {
+    /// The slot of the membership decree that governs `slot` (0: the initial membership), if
+    /// every slot that could hold it is known.
+    fn governing_slot(&self, slot: Slot) -> Option<Slot> {
+        let last_possible = slot.checked_sub(self.alpha)?;
+        if last_possible > self.contiguous {
             return None;
         }
         Some(
             self.memberships
-                .range(..=slot.saturating_sub(self.alpha))
+                .range(..=last_possible)
                 .next_back()
-                .map_or(&self.initial, |(_, m)| m),
+                .map_or(0, |(&m, _)| m),
         )
+    }
+
+    /// The membership that governs `slot`, if every slot that could hold it is known.
+    fn governing(&self, slot: Slot) -> Option<&Membership> {
+        if slot < self.alpha {
+            return Some(&self.initial);
+        }
+        match self.governing_slot(slot)? {
+            0 => Some(&self.initial),
+            m => self.memberships.get(&m),
+        }
     }
 
     /// Records that `slot` holds `decree` as committed or applied by `by`.
@@ -160,9 +175,13 @@ impl Checker {
     /// counts when it held the governing membership decree itself, or is at least the ballot
     /// that decree was chosen in.
     fn eligible_ballots(&self, slot: Slot) -> impl Fn(&Ballot) -> bool + use<> {
-        let governing = self.memberships.range(..slot).next_back().map(|(&m, _)| m);
+        let governing = if slot < self.alpha {
+            Some(0)
+        } else {
+            self.governing_slot(slot)
+        };
         let (held, chosen_in): (BTreeSet<Ballot>, Option<Ballot>) = match governing {
-            None => (BTreeSet::new(), Some(Ballot::ZERO)),
+            None | Some(0) => (BTreeSet::new(), Some(Ballot::ZERO)),
             Some(m) => {
                 let decree = self.committed.get(&m);
                 match self.ledger.get(&m) {
@@ -396,11 +415,10 @@ mod tests {
     use keel_core::{AcceptedEntry, ReplicaId};
 
     fn three() -> Checker {
-        Checker::new(Membership::with_voters([
-            ReplicaId(1),
-            ReplicaId(2),
-            ReplicaId(3),
-        ]))
+        Checker::new(
+            Membership::with_voters([ReplicaId(1), ReplicaId(2), ReplicaId(3)]),
+            1,
+        )
     }
     fn batch(id: u64) -> Decree {
         Decree::Batch(vec![keel_core::Proposal {
@@ -498,5 +516,27 @@ mod tests {
         c.on_install(1, 10, b"abc").unwrap();
         c.on_install(2, 10, b"abc").unwrap();
         assert!(c.on_install(3, 10, b"abd").is_err());
+    }
+
+    #[test]
+    fn a_membership_decree_governs_only_from_alpha_slots_on() {
+        let mut c = Checker::new(
+            Membership::with_voters([ReplicaId(1), ReplicaId(2), ReplicaId(3)]),
+            2,
+        );
+        let five = Membership::with_voters((1..=5).map(ReplicaId));
+        let m = Decree::Membership(five);
+        accept(&mut c, 1, 1, 1, 1, &m).unwrap();
+        accept(&mut c, 2, 1, 1, 1, &m).unwrap();
+        c.on_apply(1, 1, &m).unwrap();
+        // Slot 2 is still governed by the initial three: two acceptances are a majority.
+        accept(&mut c, 1, 2, 1, 1, &batch(2)).unwrap();
+        accept(&mut c, 2, 2, 1, 1, &batch(2)).unwrap();
+        c.on_apply(1, 2, &batch(2)).unwrap();
+        // Slot 3 is governed by the five: two acceptances are not enough.
+        accept(&mut c, 1, 3, 1, 1, &batch(3)).unwrap();
+        accept(&mut c, 2, 3, 1, 1, &batch(3)).unwrap();
+        let e = c.on_apply(1, 3, &batch(3)).unwrap_err();
+        assert!(e.contains("no majority"), "{e}");
     }
 }

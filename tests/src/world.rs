@@ -368,8 +368,10 @@ impl World {
                 seen_slot: 0,
             })
             .collect();
-        let mut checker = Checker::new(opts.config.initial_membership.clone());
-        checker.alpha = opts.config.membership_alpha();
+        let checker = Checker::new(
+            opts.config.initial_membership.clone(),
+            opts.config.membership_alpha(),
+        );
         let net = Network::new(opts.net.clone());
         let next_fault_us = rng.below(0, 2 * opts.fault_gap_us);
         let summary = Summary {
