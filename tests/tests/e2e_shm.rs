@@ -9,43 +9,17 @@ mod e2e_common;
 
 use std::time::Duration;
 
-use e2e_common::{Cluster, FAILOVER_BOUND, Workload, serial};
+use e2e_common::{
+    Cluster, FAILOVER_BOUND, Workload, kill_9_the_leader_under_load_then_restart_it, serial,
+};
 
 const CLIENTS: u64 = 3;
 
 #[test]
 fn e2e_shm_kill_9_the_leader_under_load_then_restart_it() {
     let _serial = serial();
-    let mut cluster = Cluster::start_with("shm-kill-leader", 3, 0, false, "shm");
-    let leader = cluster.leader(Duration::from_secs(20));
-    let load = Workload::start(cluster.services(), CLIENTS);
-    load.wait_writes(200, Duration::from_secs(20));
-    let fault = load.now_us();
-    cluster.kill(leader);
-    let failover = load.first_commit_after(fault, FAILOVER_BOUND);
-    eprintln!(
-        "e2e shm: leader {leader} killed (-9); a new leader committed a write {failover:?} later (bound {FAILOVER_BOUND:?})"
-    );
-    load.wait_writes(100, Duration::from_secs(20));
-    cluster.spawn(leader);
-    load.wait_writes(100, Duration::from_secs(20));
-    let commit = cluster
-        .status(cluster.leader(Duration::from_secs(10)))
-        .unwrap()
-        .commit_index;
-    let start = std::time::Instant::now();
-    while cluster
-        .status(leader)
-        .is_none_or(|s| s.applied_index < commit)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "restarted replica {leader} did not catch up over shm"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cluster.assert_alive();
-    load.stop_and_check(cluster.services(), CLIENTS);
+    let cluster = Cluster::start_with("shm-kill-leader", 3, 0, false, "shm");
+    kill_9_the_leader_under_load_then_restart_it(cluster, "shm", CLIENTS);
 }
 
 #[test]
@@ -63,18 +37,7 @@ fn e2e_shm_kill_a_follower_then_restart_it() {
     load.wait_writes(100, Duration::from_secs(20));
     cluster.spawn(follower);
     load.wait_writes(100, Duration::from_secs(20));
-    let commit = cluster.status(leader).unwrap().commit_index;
-    let start = std::time::Instant::now();
-    while cluster
-        .status(follower)
-        .is_none_or(|s| s.applied_index < commit)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "restarted follower {follower} did not catch up over shm"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_caught_up(follower, Duration::from_secs(20));
     cluster.assert_alive();
     load.stop_and_check(cluster.services(), CLIENTS);
 }

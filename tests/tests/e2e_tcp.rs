@@ -8,44 +8,17 @@ mod e2e_common;
 
 use std::time::Duration;
 
-use e2e_common::{Cluster, FAILOVER_BOUND, Workload, serial};
+use e2e_common::{
+    Cluster, FAILOVER_BOUND, Workload, kill_9_the_leader_under_load_then_restart_it, serial,
+};
 
 const CLIENTS: u64 = 3;
 
 #[test]
 fn e2e_tcp_kill_9_the_leader_under_load_then_restart_it() {
     let _serial = serial();
-    let mut cluster = Cluster::start("kill-leader", 3, 0, false);
-    let leader = cluster.leader(Duration::from_secs(20));
-    let load = Workload::start(cluster.services(), CLIENTS);
-    load.wait_writes(200, Duration::from_secs(20));
-    let fault = load.now_us();
-    cluster.kill(leader);
-    let failover = load.first_commit_after(fault, FAILOVER_BOUND);
-    eprintln!(
-        "e2e tcp: leader {leader} killed (-9); a new leader committed a write {failover:?} later (bound {FAILOVER_BOUND:?})"
-    );
-    load.wait_writes(100, Duration::from_secs(20));
-    cluster.spawn(leader);
-    load.wait_writes(200, Duration::from_secs(20));
-    // The restarted replica recovered from its log and caught up.
-    let commit = cluster
-        .status(cluster.leader(Duration::from_secs(10)))
-        .unwrap()
-        .commit_index;
-    let start = std::time::Instant::now();
-    while cluster
-        .status(leader)
-        .is_none_or(|s| s.applied_index < commit)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "restarted replica {leader} did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cluster.assert_alive();
-    load.stop_and_check(cluster.services(), CLIENTS);
+    let cluster = Cluster::start("kill-leader", 3, 0, false);
+    kill_9_the_leader_under_load_then_restart_it(cluster, "tcp", CLIENTS);
 }
 
 #[test]

@@ -314,6 +314,23 @@ impl Cluster {
     }
 
     /// Every running replica's process is alive (a replica that failed exits with status 1).
+    /// Waits until replica `id` has applied everything the leader had committed when this was
+    /// called (it recovered from its log and caught up); panics after `within`.
+    pub fn wait_caught_up(&self, id: u64, within: Duration) {
+        let commit = self
+            .status(self.leader(Duration::from_secs(10)))
+            .expect("the leader answers status")
+            .commit_index;
+        let start = Instant::now();
+        while self.status(id).is_none_or(|s| s.applied_index < commit) {
+            assert!(
+                start.elapsed() < within,
+                "restarted replica {id} did not catch up to commit index {commit} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn assert_alive(&mut self) {
         for node in &mut self.nodes {
             if let Some(child) = node.child.as_mut()
@@ -600,4 +617,30 @@ impl Workload {
 
 pub fn key_bytes(key: u64) -> Vec<u8> {
     format!("key-{key}").into_bytes()
+}
+
+/// The kill-the-leader scenario every transport runs: under load from `clients` clients,
+/// `kill -9` the leader, require a write invoked after the kill to commit within
+/// [`FAILOVER_BOUND`] (the figure is printed), restart the killed replica, require it to catch
+/// up, and check every acknowledged write and the history's linearizability.
+pub fn kill_9_the_leader_under_load_then_restart_it(
+    mut cluster: Cluster,
+    transport: &str,
+    clients: u64,
+) {
+    let leader = cluster.leader(Duration::from_secs(20));
+    let load = Workload::start(cluster.services(), clients);
+    load.wait_writes(200, Duration::from_secs(20));
+    let fault = load.now_us();
+    cluster.kill(leader);
+    let failover = load.first_commit_after(fault, FAILOVER_BOUND);
+    eprintln!(
+        "e2e {transport}: leader {leader} killed (-9); a new leader committed a write {failover:?} later (bound {FAILOVER_BOUND:?})"
+    );
+    load.wait_writes(100, Duration::from_secs(20));
+    cluster.spawn(leader);
+    load.wait_writes(200, Duration::from_secs(20));
+    cluster.wait_caught_up(leader, Duration::from_secs(20));
+    cluster.assert_alive();
+    load.stop_and_check(cluster.services(), clients);
 }
