@@ -194,13 +194,7 @@ impl Replica {
     ) {
         let promised_before = self.promised;
         if ballot < self.promised {
-            out.push(Command::Send {
-                to: from,
-                msg: Message::Nack {
-                    ballot,
-                    promised: self.promised,
-                },
-            });
+            self.send_nack(from, ballot, out);
             return;
         }
         if ballot > self.promised {
@@ -208,13 +202,7 @@ impl Replica {
                 transfer_from.is_some() && transfer_from == Some(self.lease_guard_ballot);
             if self.now < self.lease_guard_until && !guard_bypassed {
                 // We acknowledged a lease that may still be in force: a new leader must wait.
-                out.push(Command::Send {
-                    to: from,
-                    msg: Message::Nack {
-                        ballot,
-                        promised: self.promised,
-                    },
-                });
+                self.send_nack(from, ballot, out);
                 return;
             }
             self.raise_promise(ballot, out);

@@ -602,6 +602,18 @@ impl Replica {
 
     // ---- helpers shared by the handler modules ----
 
+    /// Refuses a phase-1 or phase-2 message from `from` at `ballot`, below our promise: the
+    /// Nack names the promise so the sender can step down or raise its ballot.
+    fn send_nack(&self, from: ReplicaId, ballot: Ballot, out: &mut Vec<Command>) {
+        out.push(Command::Send {
+            to: from,
+            msg: Message::Nack {
+                ballot,
+                promised: self.promised,
+            },
+        });
+    }
+
     fn membership_at(&self, slot: Slot) -> &Membership {
         match self.configs.range(..=slot).next_back() {
             Some((_, m)) => m,

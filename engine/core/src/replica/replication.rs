@@ -260,13 +260,7 @@ impl Replica {
     ) {
         let promised_before = self.promised;
         if ballot < self.promised && !self.mutation_on(Mutation::AcceptLowerBallot) {
-            out.push(Command::Send {
-                to: from,
-                msg: Message::Nack {
-                    ballot,
-                    promised: self.promised,
-                },
-            });
+            self.send_nack(from, ballot, out);
             return;
         }
         if ballot > self.promised {
@@ -639,13 +633,7 @@ impl Replica {
         out: &mut Vec<Command>,
     ) {
         if ballot < self.promised {
-            out.push(Command::Send {
-                to: from,
-                msg: Message::Nack {
-                    ballot,
-                    promised: self.promised,
-                },
-            });
+            self.send_nack(from, ballot, out);
             return;
         }
         if !matches!(self.role, RoleState::Follower | RoleState::PreCandidate(_)) {
