@@ -823,9 +823,9 @@ impl<S: StateMachine> Loop<S> {
                 self.id
             );
             doing("stepping the protocol core");
-            for event in self.events.drain(..) {
-                self.core.step(event, &mut self.commands);
-            }
+            // One step batch: proposals of this pass join one decree (group commit).
+            self.core
+                .step_batch(self.events.drain(..), &mut self.commands);
             doing("carrying out commands");
             let mut commands = std::mem::take(&mut self.commands);
             for command in commands.drain(..) {
@@ -985,7 +985,7 @@ impl<S: StateMachine> Loop<S> {
                     Decree::Batch(proposals) => {
                         self.batch_size
                             .saturating_record(proposals.len().max(1) as u64);
-                        for p in proposals {
+                        for p in proposals.iter() {
                             let value = self.sm.apply(slot, &p.payload);
                             if let Some((done, at)) = self.proposals.remove(&p.id.0) {
                                 self.committed += 1;

@@ -542,7 +542,7 @@ impl Reader<'_> {
                     let payload = self.bytes("payload")?;
                     props.push(Proposal { id, payload });
                 }
-                Ok(Decree::Batch(props))
+                Ok(Decree::Batch(props.into()))
             }
             2 => Ok(Decree::Membership(self.membership()?)),
             tag => Err(DecodeError::UnknownTag {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 /// A replica's identity, unique in the cluster for its whole life (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -61,6 +62,57 @@ pub struct Proposal {
     pub id: ProposalId,
     /// The opaque request the state machine executes.
     pub payload: Vec<u8>,
+}
+
+/// The client requests of one [`Decree::Batch`], in order: immutable and shared.
+///
+/// Cloning a `Batch` only bumps a reference count, so the leader hands the same requests to
+/// its own log, to every peer's accept message, to its in-flight window and to the apply
+/// command without copying a payload (one allocation per decree, none per request).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Batch(Arc<[Proposal]>);
+
+impl Batch {
+    /// The requests, in order.
+    pub fn proposals(&self) -> &[Proposal] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [Proposal];
+
+    fn deref(&self) -> &[Proposal] {
+        &self.0
+    }
+}
+
+impl From<Vec<Proposal>> for Batch {
+    fn from(v: Vec<Proposal>) -> Batch {
+        Batch(v.into())
+    }
+}
+
+impl FromIterator<Proposal> for Batch {
+    /// One allocation when the iterator knows its exact length (a `Vec`'s `drain`).
+    fn from_iter<I: IntoIterator<Item = Proposal>>(iter: I) -> Batch {
+        Batch(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a Proposal;
+    type IntoIter = std::slice::Iter<'a, Proposal>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
 }
 
 /// The voting and non-voting members of the cluster.
@@ -191,8 +243,9 @@ pub enum MembershipChange {
 pub enum Decree {
     /// Fills a gap or commits a new leader's ballot; the state machine skips it.
     Noop,
-    /// Client requests batched into one decree, executed in order.
-    Batch(Vec<Proposal>),
+    /// Client requests batched into one decree, executed in order (shared: cloning the
+    /// decree copies no request).
+    Batch(Batch),
     /// The cluster membership for every slot from this one's + alpha on.
     Membership(Membership),
 }

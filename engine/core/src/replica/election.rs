@@ -448,6 +448,7 @@ impl Replica {
             next_send: first,
             in_flight,
             queue: VecDeque::new(),
+            batch_scratch: Vec::new(),
             peers: BTreeMap::new(),
             hb_seq: 0,
             last_heartbeat_at: self.now,

@@ -98,6 +98,11 @@ impl Replica {
     /// most `max_in_flight` above the commit index, and nothing past an unchosen membership
     /// decree.
     pub(super) fn pump(&mut self, out: &mut Vec<Command>) {
+        if self.batching {
+            // Inside `step_batch`: cut once, at the end, for everything the batch queued.
+            self.pump_deferred = true;
+            return;
+        }
         let commit = self.commit;
         let now = self.now;
         let window = self.config.max_in_flight;
@@ -899,7 +904,7 @@ impl Replica {
                 out.push(Command::ProposalAborted { id: *id, reason });
             }
             if let Decree::Batch(props) = f.decree {
-                for p in props {
+                for p in props.iter() {
                     out.push(Command::ProposalAborted {
                         id: p.id,
                         reason: AbortReason::LeadershipLost { hint },
@@ -926,7 +931,10 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
         }
         return None;
     }
-    let mut batch: Vec<Proposal> = Vec::new();
+    // Requests gather in a buffer the leader keeps, then move into the shared batch in one
+    // allocation (the buffer keeps its capacity for the next decree).
+    let batch = &mut l.batch_scratch;
+    batch.clear();
     let mut bytes = 0usize;
     while let Some(Queued::Request { payload, .. }) = l.queue.front() {
         let len = payload.len();
@@ -941,6 +949,6 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
     if batch.is_empty() {
         None
     } else {
-        Some(Decree::Batch(batch))
+        Some(Decree::Batch(batch.drain(..).collect()))
     }
 }
