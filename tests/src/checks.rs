@@ -424,7 +424,7 @@ mod tests {
         Decree::Batch(
             vec![keel_core::Proposal {
                 id: keel_core::ProposalId(id),
-                payload: vec![],
+                payload: Vec::new().into(),
             }]
             .into(),
         )

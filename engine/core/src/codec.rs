@@ -9,12 +9,13 @@
 //! A decoded buffer must be consumed exactly ([`DecodeError::TrailingBytes`] otherwise).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::io::PersistOp;
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntry, Ballot, Decree, Membership, Proposal, ProposalId, ReplicaId, SlotDecree,
-    Snapshot, SnapshotMeta,
+    AcceptedEntry, Ballot, Decree, Membership, Payload, Proposal, ProposalId, ReplicaId,
+    SlotDecree, Snapshot, SnapshotMeta,
 };
 
 /// The encoding version written first in every buffer.
@@ -191,7 +192,7 @@ pub fn message_to_vec(msg: &Message) -> Vec<u8> {
 
 /// Decodes one message that fills `bytes` exactly. Never panics.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     r.version()?;
     let msg = match r.u8("message tag")? {
         0 => Message::PreVote {
@@ -312,7 +313,7 @@ pub fn encode_persist_op(op: &PersistOp, out: &mut Vec<u8>) {
 
 /// Decodes one persist operation that fills `bytes` exactly. Never panics.
 pub fn decode_persist_op(bytes: &[u8]) -> Result<PersistOp, DecodeError> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     r.version()?;
     let op = match r.u8("persist tag")? {
         0 => PersistOp::SavePromise {
@@ -417,9 +418,19 @@ impl Writer<'_> {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// A copy of `bytes` that request payloads share, made at the first payload.
+    shared: Option<Arc<[u8]>>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader {
+            bytes,
+            pos: 0,
+            shared: None,
+        }
+    }
+
     fn left(&self) -> usize {
         self.bytes.len() - self.pos
     }
@@ -508,6 +519,31 @@ impl Reader<'_> {
         Ok(self.take(what, n as usize)?.to_vec())
     }
 
+    /// A request payload: a range of one copy of the whole input that every payload of this
+    /// input shares (one allocation per message, not one per request).
+    fn payload(&mut self) -> Result<Payload, DecodeError> {
+        let what = "payload";
+        let n = self.u32(what)?;
+        if n > MAX_BLOB_BYTES {
+            return Err(DecodeError::TooLong {
+                what,
+                len: n.into(),
+                max: MAX_BLOB_BYTES.into(),
+            });
+        }
+        let start = self.pos;
+        self.take(what, n as usize)?;
+        let buf = match &self.shared {
+            Some(buf) => Arc::clone(buf),
+            None => {
+                let buf: Arc<[u8]> = Arc::from(self.bytes);
+                self.shared = Some(Arc::clone(&buf));
+                buf
+            }
+        };
+        Ok(Payload::shared(buf, start, self.pos))
+    }
+
     fn ballot(&mut self) -> Result<Ballot, DecodeError> {
         Ok(Ballot {
             round: self.u64("ballot round")?,
@@ -539,7 +575,7 @@ impl Reader<'_> {
                 let mut props = Vec::with_capacity(n);
                 for _ in 0..n {
                     let id = ProposalId(self.u64("proposal id")?);
-                    let payload = self.bytes("payload")?;
+                    let payload = self.payload()?;
                     props.push(Proposal { id, payload });
                 }
                 Ok(Decree::Batch(props.into()))
@@ -618,7 +654,7 @@ mod tests {
                 ps.into_iter()
                     .map(|(id, payload)| Proposal {
                         id: ProposalId(id),
-                        payload
+                        payload: payload.into()
                     })
                     .collect()
             )),

@@ -156,6 +156,6 @@ pub use message::Message;
 pub use persist::PersistentState;
 pub use replica::Replica;
 pub use types::{
-    AcceptedEntry, Ballot, Batch, Decree, Membership, MembershipChange, Proposal, ProposalId,
-    ReplicaId, Slot, SlotDecree, Snapshot, SnapshotMeta,
+    AcceptedEntry, Ballot, Batch, Decree, Membership, MembershipChange, Payload, Proposal,
+    ProposalId, ReplicaId, Slot, SlotDecree, Snapshot, SnapshotMeta,
 };

@@ -61,7 +61,89 @@ pub struct Proposal {
     /// The host's id for the request.
     pub id: ProposalId,
     /// The opaque request the state machine executes.
-    pub payload: Vec<u8>,
+    pub payload: Payload,
+}
+
+/// The bytes of one request: either the proposer's own buffer, moved in (the leader), or a
+/// range of one buffer shared by every request decoded from the same message (a follower:
+/// decoding a message of many requests allocates once for all their bytes, not once each).
+///
+/// Reads as a `&[u8]` (`Deref`). Equality, ordering of bytes and hashing look at the bytes
+/// only, so a moved-in and a decoded payload of the same bytes are equal.
+#[derive(Clone)]
+pub struct Payload(PayloadRepr);
+
+#[derive(Clone)]
+enum PayloadRepr {
+    Owned(Vec<u8>),
+    Shared {
+        buf: Arc<[u8]>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Payload {
+    /// `buf[start..end]`, sharing `buf` (a reference count, no copy).
+    ///
+    /// Panics if the range is not within `buf` (a bug in the caller).
+    pub fn shared(buf: Arc<[u8]>, start: usize, end: usize) -> Payload {
+        assert!(
+            start <= end && end <= buf.len(),
+            "payload range {start}..{end} outside a buffer of {} bytes",
+            buf.len()
+        );
+        Payload(PayloadRepr::Shared { buf, start, end })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            PayloadRepr::Owned(v) => v,
+            PayloadRepr::Shared { buf, start, end } => &buf[*start..*end],
+        }
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    /// Moves the buffer in (no copy, no allocation).
+    fn from(v: Vec<u8>) -> Payload {
+        Payload(PayloadRepr::Owned(v))
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Payload {}
+
+impl std::hash::Hash for Payload {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
 }
 
 /// The client requests of one [`Decree::Batch`], in order: immutable and shared.

@@ -943,7 +943,10 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
         }
         if let Some(Queued::Request { id, payload }) = l.queue.pop_front() {
             bytes += len;
-            batch.push(Proposal { id, payload });
+            batch.push(Proposal {
+                id,
+                payload: payload.into(),
+            });
         }
     }
     if batch.is_empty() {

@@ -243,11 +243,11 @@ fn proposals_are_batched_when_the_window_is_full() {
         vec![
             Proposal {
                 id: ProposalId(1),
-                payload: vec![1],
+                payload: vec![1].into(),
             },
             Proposal {
                 id: ProposalId(2),
-                payload: vec![2],
+                payload: vec![2].into(),
             },
         ]
         .into(),
@@ -286,7 +286,7 @@ fn proposals_are_batched_when_the_window_is_full() {
 fn proposal(n: u64) -> Proposal {
     Proposal {
         id: ProposalId(n),
-        payload: vec![n as u8],
+        payload: vec![n as u8].into(),
     }
 }
 
