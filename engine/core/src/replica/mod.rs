@@ -98,6 +98,10 @@ pub struct Replica {
     batching: bool,
     /// A handler wanted to cut or send decrees during the current step batch.
     pump_deferred: bool,
+    /// Reused by the leader for the replicas each batch and heartbeat goes to.
+    targets_scratch: Vec<ReplicaId>,
+    /// Reused by a follower for the slots a commit index makes chosen.
+    chosen_scratch: Vec<(Slot, Decree)>,
 }
 
 /// A message or internal vote released once a persist token is durable.
@@ -289,6 +293,8 @@ impl Replica {
             promised_high_water: promised,
             batching: false,
             pump_deferred: false,
+            targets_scratch: Vec::new(),
+            chosen_scratch: Vec::new(),
             config,
         };
         r.reset_election_timer();

@@ -194,6 +194,8 @@ impl Replica {
             }
         });
         let (lease_ok, confirmed) = match &self.role {
+            // Nothing waits: skip the quorum arithmetic (this runs on every apply).
+            RoleState::Leader(l) if l.reads.is_empty() => return,
             RoleState::Leader(l) => (self.lease_valid(l), self.confirmed_seq(l)),
             _ => return,
         };

@@ -204,7 +204,9 @@ impl Replica {
             .collect();
         let slots: Vec<Slot> = entries.iter().map(|e| e.slot).collect();
         let token = self.persist(PersistOp::Append { entries: stored }, out);
-        for to in self.leader_targets() {
+        let mut targets = std::mem::take(&mut self.targets_scratch);
+        self.leader_targets_into(&mut targets);
+        for &to in &targets {
             out.push(Command::Send {
                 to,
                 msg: Message::Accept {
@@ -214,13 +216,23 @@ impl Replica {
                 },
             });
         }
+        self.targets_scratch = targets;
         self.after_persist(token, Gated::SelfAccepted { ballot, slots }, out);
     }
 
     /// Every member the leader replicates to: the membership governing the next slot and any
     /// membership in flight.
     pub(super) fn leader_targets(&self) -> BTreeSet<ReplicaId> {
-        let mut t: BTreeSet<ReplicaId> = self.membership_at(self.commit + 1).members().collect();
+        let mut t = Vec::new();
+        self.leader_targets_into(&mut t);
+        t.into_iter().collect()
+    }
+
+    /// [`Replica::leader_targets`] into a buffer the caller reuses (in id order, no
+    /// duplicates): the hot path sends every batch and heartbeat to these without allocating.
+    pub(super) fn leader_targets_into(&self, t: &mut Vec<ReplicaId>) {
+        t.clear();
+        t.extend(self.membership_at(self.commit + 1).members());
         for m in self.configs.range(self.commit + 2..).map(|(_, m)| m) {
             t.extend(m.members());
         }
@@ -231,8 +243,10 @@ impl Replica {
                 }
             }
         }
-        t.remove(&self.id);
-        t
+        let me = self.id;
+        t.retain(|r| *r != me);
+        t.sort_unstable();
+        t.dedup();
     }
 
     /// Memberships whose majorities a leader needs (for its lease and read-index): the one
@@ -404,7 +418,7 @@ impl Replica {
         let short = self.mutation_on(Mutation::CommitWithoutMajority);
         loop {
             let slot = self.commit + 1;
-            let membership = self.membership_at(slot).clone();
+            let membership = membership_in(&self.configs, &self.config.initial_membership, slot);
             let RoleState::Leader(l) = &mut self.role else {
                 return;
             };
@@ -420,12 +434,13 @@ impl Replica {
                 .filter(|a| membership.voters.contains(a))
                 .count();
             if !double {
-                let distinct: BTreeSet<&ReplicaId> = f.acks.iter().collect();
-                contract!(
-                    self,
-                    distinct.len() == f.acks.len(),
-                    "a vote counted twice at slot {slot}"
-                );
+                // A handful of voters: a quadratic check allocates nothing.
+                let distinct = f
+                    .acks
+                    .iter()
+                    .enumerate()
+                    .all(|(i, a)| !f.acks[..i].contains(a));
+                contract!(self, distinct, "a vote counted twice at slot {slot}");
             }
             let needed = if short {
                 membership.quorum().saturating_sub(1).max(1)
@@ -484,15 +499,19 @@ impl Replica {
         if commit <= self.commit {
             return;
         }
-        let found: Vec<(Slot, Decree)> = self
-            .accepted
-            .range(self.commit + 1..=commit)
-            .filter(|(_, (b, _))| *b == ballot)
-            .map(|(s, (_, d))| (*s, d.clone()))
-            .collect();
-        for (slot, decree) in found {
+        // A buffer the replica keeps: learning commits on every accept allocates nothing.
+        let mut found = std::mem::take(&mut self.chosen_scratch);
+        found.clear();
+        found.extend(
+            self.accepted
+                .range(self.commit + 1..=commit)
+                .filter(|(_, (b, _))| *b == ballot)
+                .map(|(s, (_, d))| (*s, d.clone())),
+        );
+        for (slot, decree) in found.drain(..) {
             self.learn_chosen(slot, decree);
         }
+        self.chosen_scratch = found;
         self.apply_committed(out);
     }
 
@@ -574,14 +593,16 @@ impl Replica {
     pub(super) fn broadcast_heartbeat(&mut self, out: &mut Vec<Command>) {
         let now = self.now;
         let commit = self.commit;
-        let targets = self.leader_targets();
+        let mut targets = std::mem::take(&mut self.targets_scratch);
+        self.leader_targets_into(&mut targets);
         let RoleState::Leader(l) = &mut self.role else {
+            self.targets_scratch = targets;
             return;
         };
         l.hb_seq += 1;
         l.last_heartbeat_at = now;
         let (ballot, seq) = (l.ballot, l.hb_seq);
-        for to in targets {
+        for &to in &targets {
             out.push(Command::Send {
                 to,
                 msg: Message::Heartbeat {
@@ -592,6 +613,7 @@ impl Replica {
                 },
             });
         }
+        self.targets_scratch = targets;
         self.update_lease();
         self.serve_reads(out);
     }
@@ -954,4 +976,17 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
     } else {
         Some(Decree::Batch(batch.drain(..).collect()))
     }
+}
+
+/// The membership governing `slot` given the committed memberships by first slot (a free
+/// function so a caller holding the leader state mutably can still read it).
+fn membership_in<'a>(
+    configs: &'a std::collections::BTreeMap<Slot, Membership>,
+    initial: &'a Membership,
+    slot: Slot,
+) -> &'a Membership {
+    configs
+        .range(..=slot)
+        .next_back()
+        .map_or(initial, |(_, m)| m)
 }
