@@ -17,9 +17,9 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 #[derive(Debug, Default)]
 pub struct CountingAlloc;
 
-// SAFETY (trait impl): every method forwards to `System` with the caller's own arguments, so
-// `System`'s guarantees are ours; the counters are atomics and never allocate.
 #[allow(unsafe_code)]
+// SAFETY: every method forwards to `System` with the caller's own arguments, so `System`'s
+// guarantees are ours; the counters are atomics and never allocate.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);

@@ -16,8 +16,8 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// The system allocator, counting calls to `alloc`, `alloc_zeroed` and `realloc`.
 struct Counting;
 
-// SAFETY (trait impl): every method forwards to `System` with the caller's own arguments; the
-// counter is an atomic and never allocates.
+// SAFETY: every method forwards to `System` with the caller's own arguments; the counter is an
+// atomic and never allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
