@@ -241,7 +241,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             Message::Accept {
                 ballot,
                 commit,
-                entries: r.slot_decrees()?,
+                entries: r.slot_decrees()?.into(),
             }
         }
         6 => {
@@ -723,7 +723,7 @@ mod tests {
                 Message::Accept {
                     ballot,
                     commit,
-                    entries,
+                    entries: entries.into(),
                 }
             }),
             (ballot(), vec(any::<u64>(), 0..8))

@@ -163,5 +163,5 @@ pub use persist::PersistentState;
 pub use replica::Replica;
 pub use types::{
     AcceptedEntry, Ballot, Batch, Decree, Membership, MembershipChange, Payload, Proposal,
-    ProposalId, ReplicaId, Slot, SlotDecree, Snapshot, SnapshotMeta,
+    ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };

@@ -363,6 +363,48 @@ pub struct SlotDecree {
     pub decree: Decree,
 }
 
+/// The values of one phase 2a ([`crate::Message::Accept`]), in slot order: immutable and
+/// shared, like [`Batch`]. The leader builds the list once and every peer's accept message
+/// (and its own durable acceptance) shares it by reference count.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SlotDecrees(Arc<[SlotDecree]>);
+
+impl std::ops::Deref for SlotDecrees {
+    type Target = [SlotDecree];
+
+    fn deref(&self) -> &[SlotDecree] {
+        &self.0
+    }
+}
+
+impl From<Vec<SlotDecree>> for SlotDecrees {
+    fn from(v: Vec<SlotDecree>) -> SlotDecrees {
+        SlotDecrees(v.into())
+    }
+}
+
+impl FromIterator<SlotDecree> for SlotDecrees {
+    /// One allocation when the iterator knows its exact length (a `Vec`'s `drain`).
+    fn from_iter<I: IntoIterator<Item = SlotDecree>>(iter: I) -> SlotDecrees {
+        SlotDecrees(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a SlotDecrees {
+    type Item = &'a SlotDecree;
+    type IntoIter = std::slice::Iter<'a, SlotDecree>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for SlotDecrees {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
 /// What a state machine checkpoint covers: every decree up to and including `slot` is in it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SnapshotMeta {

@@ -531,6 +531,8 @@ impl Replica {
     }
 
     pub(super) fn on_transfer_leadership(&mut self, to: ReplicaId, out: &mut Vec<Command>) {
+        // Proposals that arrived before the transfer request get their slots first.
+        self.cut_deferred(out);
         let now = self.now;
         let timeout = self.config.transfer_timeout_ticks;
         let is_voter = self.governing().voters.contains(&to);

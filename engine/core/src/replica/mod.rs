@@ -100,6 +100,8 @@ pub struct Replica {
     pump_deferred: bool,
     /// Reused by the leader for the replicas each batch and heartbeat goes to.
     targets_scratch: Vec<ReplicaId>,
+    /// Reused by the leader to gather the values of one phase 2a.
+    entries_scratch: Vec<crate::types::SlotDecree>,
     /// Reused by a follower for the slots a commit index makes chosen.
     chosen_scratch: Vec<(Slot, Decree)>,
 }
@@ -107,9 +109,17 @@ pub struct Replica {
 /// A message or internal vote released once a persist token is durable.
 #[derive(Debug)]
 enum Gated {
-    Send { to: ReplicaId, msg: Message },
-    SelfPromised { ballot: Ballot },
-    SelfAccepted { ballot: Ballot, slots: Vec<Slot> },
+    Send {
+        to: ReplicaId,
+        msg: Message,
+    },
+    SelfPromised {
+        ballot: Ballot,
+    },
+    SelfAccepted {
+        ballot: Ballot,
+        entries: crate::types::SlotDecrees,
+    },
 }
 
 #[derive(Debug)]
@@ -295,6 +305,7 @@ impl Replica {
             pump_deferred: false,
             targets_scratch: Vec::new(),
             chosen_scratch: Vec::new(),
+            entries_scratch: Vec::new(),
             config,
         };
         r.reset_election_timer();
@@ -732,7 +743,7 @@ impl Replica {
         match gated {
             Gated::Send { to, msg } => out.push(Command::Send { to, msg }),
             Gated::SelfPromised { ballot } => self.on_self_promised(ballot, out),
-            Gated::SelfAccepted { ballot, slots } => self.on_self_accepted(ballot, &slots, out),
+            Gated::SelfAccepted { ballot, entries } => self.on_self_accepted(ballot, &entries, out),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::io::{AbortReason, Command, PersistOp, PersistToken, ReadRefusal};
 use crate::message::Message;
 use crate::types::{
     AcceptedEntry, Ballot, Decree, Membership, MembershipChange, Proposal, ProposalId, ReplicaId,
-    Slot, SlotDecree, Snapshot, SnapshotMeta,
+    Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 impl Replica {
@@ -111,10 +111,13 @@ impl Replica {
         let id = self.id;
         let configs = &self.configs;
         let initial = &self.config.initial_membership;
+        // Built in a buffer the replica keeps, then shared by the log append and every peer.
+        let mut batch = std::mem::take(&mut self.entries_scratch);
+        batch.clear();
         let RoleState::Leader(l) = &mut self.role else {
+            self.entries_scratch = batch;
             return;
         };
-        let mut batch: Vec<SlotDecree> = Vec::new();
         loop {
             let slot = l.next_send;
             // The window is also alpha: the membership of `slot` depends on chosen slots only.
@@ -167,17 +170,30 @@ impl Replica {
             "pipeline window exceeded: next send {} with commit {commit}",
             l.next_send
         );
-        if !batch.is_empty() {
-            self.send_entries(batch, out);
+        let entries: Option<SlotDecrees> = (!batch.is_empty()).then(|| batch.drain(..).collect());
+        self.entries_scratch = batch;
+        if let Some(entries) = entries {
+            self.send_entries(entries, out);
+        }
+    }
+
+    /// Inside a step batch: cuts the decrees deferred so far now (an event that must be ordered
+    /// after the proposals before it, such as a linearizable read, calls this first).
+    pub(super) fn cut_deferred(&mut self, out: &mut Vec<Command>) {
+        if self.batching && self.pump_deferred {
+            self.batching = false;
+            self.pump_deferred = false;
+            self.pump(out);
+            self.batching = true;
         }
     }
 
     /// Accepts `entries` ourselves (durably) and sends them to every member.
-    fn send_entries(&mut self, entries: Vec<SlotDecree>, out: &mut Vec<Command>) {
+    fn send_entries(&mut self, entries: SlotDecrees, out: &mut Vec<Command>) {
         let Some(ballot) = self.leader_ballot() else {
             return;
         };
-        for e in &entries {
+        for e in entries.iter() {
             contract!(
                 self,
                 e.slot > self.commit,
@@ -202,7 +218,6 @@ impl Replica {
                 decree: e.decree.clone(),
             })
             .collect();
-        let slots: Vec<Slot> = entries.iter().map(|e| e.slot).collect();
         let token = self.persist(PersistOp::Append { entries: stored }, out);
         let mut targets = std::mem::take(&mut self.targets_scratch);
         self.leader_targets_into(&mut targets);
@@ -217,7 +232,7 @@ impl Replica {
             });
         }
         self.targets_scratch = targets;
-        self.after_persist(token, Gated::SelfAccepted { ballot, slots }, out);
+        self.after_persist(token, Gated::SelfAccepted { ballot, entries }, out);
     }
 
     /// Every member the leader replicates to: the membership governing the next slot and any
@@ -274,7 +289,7 @@ impl Replica {
         from: ReplicaId,
         ballot: Ballot,
         commit: Slot,
-        entries: Vec<SlotDecree>,
+        entries: SlotDecrees,
         out: &mut Vec<Command>,
     ) {
         let promised_before = self.promised;
@@ -290,7 +305,7 @@ impl Replica {
         }
         let mut stored = Vec::new();
         let mut slots = Vec::new();
-        for e in entries {
+        for e in entries.iter() {
             if e.slot == 0 {
                 continue; // malformed
             }
@@ -321,7 +336,7 @@ impl Replica {
             stored.push(AcceptedEntry {
                 slot: e.slot,
                 ballot,
-                decree: e.decree,
+                decree: e.decree.clone(),
             });
         }
         if !stored.is_empty() {
@@ -386,7 +401,7 @@ impl Replica {
     pub(super) fn on_self_accepted(
         &mut self,
         ballot: Ballot,
-        slots: &[Slot],
+        entries: &[SlotDecree],
         out: &mut Vec<Command>,
     ) {
         let id = self.id;
@@ -397,7 +412,7 @@ impl Replica {
         if l.ballot != ballot {
             return;
         }
-        for slot in slots {
+        for slot in entries.iter().map(|e| &e.slot) {
             if let Some(f) = l.in_flight.get_mut(slot)
                 && !f.acks.contains(&id)
             {
@@ -628,7 +643,7 @@ impl Replica {
             return;
         };
         for to in targets {
-            let entries: Vec<SlotDecree> = l
+            let entries: SlotDecrees = l
                 .in_flight
                 .iter()
                 .filter(|(_, f)| f.sent && f.sent_at + hb <= now && !f.acks.contains(&to))

@@ -121,7 +121,7 @@ fn elect_r1() -> Replica {
     let accept = Message::Accept {
         ballot: b(1, 1),
         commit: 0,
-        entries: noop,
+        entries: noop.into(),
     };
     let hb = Message::Heartbeat {
         ballot: b(1, 1),
@@ -258,7 +258,8 @@ fn proposals_are_batched_when_the_window_is_full() {
         entries: vec![SlotDecree {
             slot: 2,
             decree: batch.clone(),
-        }],
+        }]
+        .into(),
     };
     assert_eq!(
         out,
@@ -313,7 +314,8 @@ fn proposals_fed_in_one_step_batch_become_one_decree() {
         entries: vec![SlotDecree {
             slot: 2,
             decree: batch.clone(),
-        }],
+        }]
+        .into(),
     };
     assert_eq!(
         out,
@@ -387,7 +389,7 @@ fn a_step_batch_is_cut_into_decrees_of_at_most_max_batch_count() {
     let accept = Message::Accept {
         ballot: b(1, 1),
         commit: 0,
-        entries: entries.clone(),
+        entries: entries.clone().into(),
     };
     assert_eq!(out.len(), 3, "one append and one accept per peer: {out:?}");
     assert_eq!(out[1], send(2, accept.clone()));
@@ -407,7 +409,7 @@ fn acceptor_releases_acknowledgement_only_after_persist() {
         Message::Accept {
             ballot: b(1, 1),
             commit: 0,
-            entries,
+            entries: entries.into(),
         },
     ));
     assert_eq!(
@@ -455,7 +457,7 @@ fn acceptor_releases_acknowledgement_only_after_persist() {
             Message::Accept {
                 ballot: b(0, 3),
                 commit: 0,
-                entries
+                entries: entries.into()
             }
         )),
         vec![send(
