@@ -149,15 +149,16 @@ fn measure(label: &str, backend: &str, transport: keel_engine::TransportKind) ->
 }
 
 /// At most this many allocations per decree for the whole cluster (leader and two followers):
-/// the values each decree's commands and messages own. Measured: about 13 over the local net,
-/// 21 over shm (one shared batch, the accept's entry list per peer, the log append's entry list,
-/// the acknowledgement's slot list; on shm also the decoded frame and entry lists). None of
-/// them grows with the number of requests in the decree.
+/// the values each decree's commands and messages own. Measured: 7 to 10 over the local net,
+/// 15 to 21 over shm (the shared batch and the shared accept entry list, the leader's vote
+/// list, each replica's log-append entry list, each follower's acknowledgement slot list, map
+/// nodes of the accepted and decided logs; on shm also each decoded frame and its lists). None
+/// of them grows with the number of requests in the decree.
 const PER_DECREE_MAX: u64 = 32;
 /// Time-driven work during the phase (heartbeats and their replies, lease upkeep) and
 /// amortised growth of buffers that keep their capacity.
 const SLACK: u64 = 1000;
-/// The headline bound: a quarter of an allocation per entry (measured: 0.07 to 0.19), far
+/// The headline bound: a quarter of an allocation per entry (measured: 0.03 to 0.11), far
 /// below the one per entry a single `Vec`, `Arc` or map node per request would cost (before
 /// this test existed the cluster made 19 to 25 per entry).
 const PER_ENTRY_BOUND: u64 = MEASURED as u64 / 4;
