@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::io::PersistOp;
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntry, Ballot, Decree, Membership, Payload, Proposal, ProposalId, ReplicaId,
-    SlotDecree, Snapshot, SnapshotMeta,
+    AcceptedEntry, Ballot, Batch, Decree, Membership, Payload, Proposal, ProposalId, ReplicaId,
+    SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 /// The encoding version written first in every buffer.
@@ -241,7 +241,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             Message::Accept {
                 ballot,
                 commit,
-                entries: r.slot_decrees()?.into(),
+                entries: r.shared_slot_decrees()?,
             }
         }
         6 => {
@@ -572,13 +572,16 @@ impl<'a> Reader<'a> {
             0 => Ok(Decree::Noop),
             1 => {
                 let n = self.count("proposals", 12)?;
-                let mut props = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let id = ProposalId(self.u64("proposal id")?);
-                    let payload = self.payload()?;
-                    props.push(Proposal { id, payload });
-                }
-                Ok(Decree::Batch(props.into()))
+                let filler = || Proposal {
+                    id: ProposalId(0),
+                    payload: Vec::new().into(),
+                };
+                let batch: Batch = self.shared_items(n, filler, |r| {
+                    let id = ProposalId(r.u64("proposal id")?);
+                    let payload = r.payload()?;
+                    Ok(Proposal { id, payload })
+                })?;
+                Ok(Decree::Batch(batch))
             }
             2 => Ok(Decree::Membership(self.membership()?)),
             tag => Err(DecodeError::UnknownTag {
@@ -595,6 +598,50 @@ impl<'a> Reader<'a> {
             slot,
             ballot,
             decree: self.decree()?,
+        })
+    }
+
+    /// Decodes `n` items straight into a shared slice ([`Batch`], [`SlotDecrees`]): one
+    /// allocation, sized up front from the count (which [`Reader::count`] bounded by the input
+    /// left). After the first error the remaining places are filled with `filler()` and the
+    /// error is returned.
+    fn shared_items<T, S: FromIterator<T>>(
+        &mut self,
+        n: usize,
+        filler: impl Fn() -> T,
+        mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<S, DecodeError> {
+        let mut failed = None;
+        let items: S = (0..n)
+            .map(|_| {
+                if failed.is_some() {
+                    return filler();
+                }
+                item(self).unwrap_or_else(|e| {
+                    failed = Some(e);
+                    filler()
+                })
+            })
+            .collect();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(items),
+        }
+    }
+
+    /// An accept's entries, decoded straight into one shared list.
+    fn shared_slot_decrees(&mut self) -> Result<SlotDecrees, DecodeError> {
+        let n = self.count("entries", 9)?;
+        let filler = || SlotDecree {
+            slot: 0,
+            decree: Decree::Noop,
+        };
+        self.shared_items(n, filler, |r| {
+            let slot = r.u64("slot")?;
+            Ok(SlotDecree {
+                slot,
+                decree: r.decree()?,
+            })
         })
     }
 
