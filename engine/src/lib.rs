@@ -100,7 +100,7 @@
 //! message and persist buffers are reused; the leader's accept entry list is one
 //! [`keel_core::SlotDecrees`] shared by every peer. What remains is a bounded number of
 //! allocations per *decree* (the `Vec`s its commands and messages own, and log map nodes: 7 to
-//! 10 for the whole 3-replica cluster over `local`, 15 to 21 over `shm`) and per heartbeat, so
+//! 11 for the whole 3-replica cluster over `local`, 15 to 18 over `shm`) and per heartbeat, so
 //! with full decrees (256 requests) a committed entry costs 0.03 to 0.1 allocations; with one
 //! request per decree (a single closed-loop client) the per-decree cost is per entry.
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and

@@ -149,8 +149,8 @@ fn measure(label: &str, backend: &str, transport: keel_engine::TransportKind) ->
 }
 
 /// At most this many allocations per decree for the whole cluster (leader and two followers):
-/// the values each decree's commands and messages own. Measured: 7 to 10 over the local net,
-/// 15 to 21 over shm (the shared batch and the shared accept entry list, the leader's vote
+/// the values each decree's commands and messages own. Measured: 7 to 11 over the local net,
+/// 15 to 18 over shm (the shared batch and the shared accept entry list, the leader's vote
 /// list, each replica's log-append entry list, each follower's acknowledgement slot list, map
 /// nodes of the accepted and decided logs; on shm also each decoded frame and its lists). None
 /// of them grows with the number of requests in the decree.
