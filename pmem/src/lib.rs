@@ -105,7 +105,8 @@
 //! - `tests/recover_arbitrary.rs`: proptest feeding arbitrary bytes, mutated valid images, and
 //!   images whose metadata is resealed with arbitrary head/tail/capacity to recovery: an error,
 //!   never a panic, and any recovered log reads back consistently (mutated images recover
-//!   unchanged or fail). `fuzz/fuzz_targets/recover.rs` is the same property as a cargo-fuzz
+//!   unchanged or fail with window 0; with a one-fence window they may also recover a prefix
+//!   that keeps every record the metadata covers, see [`log`]). `fuzz/fuzz_targets/recover.rs` is the same property as a cargo-fuzz
 //!   target (`cd pmem && cargo +nightly fuzz run recover`); it is not part of the workspace
 //!   or of CI.
 //!

@@ -25,8 +25,11 @@
 //!
 //! What one fence cannot tell apart: damage to the *last* batch past the metadata tail after
 //! its commit returned looks exactly like a crash during that commit. Recovery then ends the
-//! log before that batch and says so in [`Recovered::discarded_batch_at`]. Every other byte of
-//! the live log is covered as before. A caller that needs damage anywhere to be an error uses
+//! log before that batch and says so in [`Recovered::discarded_batch_at`]. Damage to one
+//! structure anywhere else is reported as before. Damage to *several* batches past the
+//! metadata tail can erase every later mark that proves an earlier batch was committed;
+//! recovery then ends the log at the first damaged batch, never below the metadata tail (the
+//! window bounds what such damage can take). A caller that needs damage anywhere to be an error uses
 //! window 0 ([`LogOptions::window`]), which is the two-fence protocol for every commit.
 //!
 //! # Group commit
