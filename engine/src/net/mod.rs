@@ -8,6 +8,7 @@
 //! Delivery is best effort, as the protocol core expects: a message to an unreachable peer is
 //! dropped, and the core's timers resend what matters.
 
+pub mod fault;
 pub mod local;
 #[cfg(feature = "rdma")]
 pub mod rdma;
