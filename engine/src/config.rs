@@ -789,7 +789,10 @@ mod tests {
         let text = config.to_toml();
         assert_eq!(Config::from_toml_str(&text).unwrap(), config);
 
-        assert!(!text.contains("[testing]"), "test switches are left out when off");
+        assert!(
+            !text.contains("[testing]"),
+            "test switches are left out when off"
+        );
         let testing = three()
             .testing(Testing {
                 fault_file: Some("/tmp/faults".into()),

@@ -333,7 +333,11 @@ mod tests {
     #[test]
     fn a_missing_file_is_no_faults_and_an_unreadable_one_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(read_fault_file(&dir.path().join("absent")).unwrap().is_empty());
+        assert!(
+            read_fault_file(&dir.path().join("absent"))
+                .unwrap()
+                .is_empty()
+        );
         // A directory cannot be read as a file.
         assert!(matches!(
             read_fault_file(dir.path()),
@@ -379,7 +383,11 @@ mod tests {
         for to in [2, 3] {
             net.send(ReplicaId(to), msg());
         }
-        assert_eq!(*rec.sent.lock().unwrap(), vec![3], "to the isolated replica: dropped");
+        assert_eq!(
+            *rec.sent.lock().unwrap(),
+            vec![3],
+            "to the isolated replica: dropped"
+        );
         assert_eq!(net.dropped_out, 1);
 
         // What was already in `out` is never touched; what arrives from 2 is dropped.
@@ -411,7 +419,10 @@ mod tests {
         std::fs::write(&path, "isolate x\n").unwrap();
         std::thread::sleep(RELOAD_EVERY * 2);
         net.drain(&mut Vec::new());
-        assert!(net.faults().is_cut(1, 3), "a bad file keeps the previous rules");
+        assert!(
+            net.faults().is_cut(1, 3),
+            "a bad file keeps the previous rules"
+        );
 
         // And a bad file refuses to start.
         assert!(matches!(
