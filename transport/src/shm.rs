@@ -646,17 +646,20 @@ pub enum Wake {
 /// receiver has announced that it is about to sleep. The protocol (model-checked by the
 /// `loom_doorbell_*` tests):
 ///
-/// - sleeper: store `SLEEPING` in the word, `SeqCst` fence, check for work (`ready()`); if
-///   there is some, store `AWAKE` and return; else `FUTEX_WAIT` while the word is `SLEEPING`.
-/// - writer: publish the work (e.g. the ring's tail, release), `SeqCst` fence, load the word;
-///   only if it is `SLEEPING`, swap in `AWAKE` and `FUTEX_WAKE`.
+/// - sleeper: swap `SLEEPING` into the word, then check for work (`ready()`); if there is
+///   some, swap `AWAKE` back and return; else `FUTEX_WAIT` while the word is `SLEEPING`.
+/// - writer: publish the work (e.g. the ring's tail, release), then swap `AWAKE` into the word;
+///   only if it was `SLEEPING`, `FUTEX_WAKE`.
 ///
-/// The two fences order "publish, then look at the flag" against "raise the flag, then look
-/// for work": at least one side sees the other's store, so either the sleeper finds the work
-/// or the writer finds the flag (no lost wake-up). The kernel checks the word and queues the
-/// sleeper atomically, so a ring between the check and the sleep makes the wait return at
-/// once. The futex is not `FUTEX_PRIVATE_FLAG`: the word is in a `MAP_SHARED` mapping that
-/// other processes map, and the kernel keys it by the file page.
+/// Every change of the word is a `SeqCst` read-modify-write, never a plain store or load, so
+/// the changes form one chain in which each acquires what the one before released. If the
+/// writer's swap comes after the sleeper's, it reads `SLEEPING` and wakes it; if before, the
+/// sleeper's swap acquires the writer's publication and `ready()` finds the work: no lost
+/// wake-up, without a fence (on x86 each swap is one `xchg`, the cost of a `SeqCst` store).
+/// The kernel checks the word and queues the sleeper atomically, so a ring between the check
+/// and the sleep makes the wait return at once. The futex is not `FUTEX_PRIVATE_FLAG`: the word
+/// is in a `MAP_SHARED` mapping that other processes map, and the kernel keys it by the file
+/// page.
 #[derive(Debug, Clone)]
 pub struct Doorbell {
     map: Arc<BellMap>,
@@ -785,13 +788,13 @@ impl Doorbell {
     }
 
     /// Wakes the sleeper if it announced it is about to sleep; call after publishing work.
-    /// Returns whether it made the wake syscall (otherwise it cost a fence and a load).
+    /// Returns whether it made the wake syscall (otherwise it cost a fence and a swap).
     pub fn ring(&self) -> bool {
-        std::sync::atomic::fence(BELL);
-        let word = self.word();
-        if word.load(Ordering::Relaxed) != SLEEPING || word.swap(AWAKE, BELL) != SLEEPING {
+        // See the type's docs: a read-modify-write, never a plain load of the word.
+        if self.word().swap(AWAKE, BELL) != SLEEPING {
             return false;
         }
+        let word = self.word();
         self.word_u64(OFF_BELL_WAKES)
             .fetch_add(1, Ordering::Relaxed);
         futex_wake(word);
@@ -802,10 +805,9 @@ impl Doorbell {
     /// sleep) finds work. One sleeper per doorbell.
     pub fn sleep(&self, timeout: Duration, ready: impl FnOnce() -> bool) -> Wake {
         let word = self.word();
-        word.store(SLEEPING, BELL);
-        std::sync::atomic::fence(BELL);
+        word.swap(SLEEPING, BELL);
         if ready() {
-            word.store(AWAKE, Ordering::Relaxed);
+            word.swap(AWAKE, BELL);
             return Wake::Ready;
         }
         futex_wait(word, SLEEPING, timeout);
@@ -1184,18 +1186,29 @@ mod loom_tests {
     }
 
     /// The doorbell protocol of [`super::Doorbell`] (same orderings, same steps), with the
-    /// futex modelled by a loom `Notify` (a wake before the wait is kept, as the kernel's
-    /// check of the word under its lock does). A lost wake-up leaves the sleeper blocked for
-    /// ever, which loom reports as a deadlock.
-    fn doorbell_model(sleeper_fence: bool, writer_fence: bool, order: Ordering) {
+    /// futex modelled by a loom `Notify`: `FUTEX_WAIT` waits only if the word still holds the
+    /// expected value, and a wake that comes between that check and the wait is kept (the
+    /// kernel does the check and the queueing under one lock, to the same effect). A lost
+    /// wake-up leaves the sleeper blocked for ever, which loom reports as a deadlock.
+    fn doorbell_model(recheck: bool, order: Ordering) {
         use loom::sync::Notify;
-        use loom::sync::atomic::{AtomicU32, fence};
+        use loom::sync::atomic::AtomicU32;
         const AWAKE: u32 = 0;
         const SLEEPING: u32 = 1;
         struct Bell {
             tail: AtomicU64,
             word: AtomicU32,
             futex: Notify,
+        }
+        impl Bell {
+            fn futex_wait(&self, expected: u32) {
+                if self.word.load(Ordering::Relaxed) == expected {
+                    self.futex.wait();
+                }
+            }
+            fn futex_wake(&self) {
+                self.futex.notify();
+            }
         }
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
@@ -1210,13 +1223,8 @@ mod loom_tests {
                 for tail in 1..=2u64 {
                     writer.tail.store(tail, PUBLISH_TAIL);
                     // ring()
-                    if writer_fence {
-                        fence(order);
-                    }
-                    if writer.word.load(Ordering::Relaxed) == SLEEPING
-                        && writer.word.swap(AWAKE, order) == SLEEPING
-                    {
-                        writer.futex.notify();
+                    if writer.word.swap(AWAKE, order) == SLEEPING {
+                        writer.futex_wake();
                     }
                 }
             });
@@ -1228,17 +1236,12 @@ mod loom_tests {
                     continue;
                 }
                 // sleep(ready = "the tail moved")
-                bell.word.store(SLEEPING, order);
-                if sleeper_fence {
-                    fence(order);
-                }
-                if bell.tail.load(LOAD_TAIL) != seen {
-                    bell.word.store(AWAKE, Ordering::Relaxed);
+                bell.word.swap(SLEEPING, order);
+                if recheck && bell.tail.load(LOAD_TAIL) != seen {
+                    bell.word.swap(AWAKE, order);
                     continue;
                 }
-                if bell.word.load(Ordering::Relaxed) == SLEEPING {
-                    bell.futex.wait();
-                }
+                bell.futex_wait(SLEEPING);
                 bell.word.swap(AWAKE, order);
             }
             producer.join().unwrap();
@@ -1247,14 +1250,59 @@ mod loom_tests {
 
     #[test]
     fn loom_doorbell_never_loses_a_wake_up() {
-        doorbell_model(true, true, super::BELL);
+        doorbell_model(true, super::BELL);
+    }
+
+    /// One round of the doorbell handshake without blocking, so a broken protocol shows as a
+    /// failed assertion rather than a deadlock: the sleeper reads the tail, raises its flag,
+    /// re-checks (if `recheck`) and then either finds the frame or would sleep; the writer
+    /// publishes the frame and swaps the flag down. Whenever the sleeper would sleep without
+    /// the frame, the writer must have seen the flag (and so made the wake call).
+    fn doorbell_round(recheck: bool, order: Ordering) {
+        use loom::sync::atomic::AtomicU32;
+        const AWAKE: u32 = 0;
+        const SLEEPING: u32 = 1;
+        loom::model(move || {
+            let tail = Arc::new(AtomicU64::new(0));
+            let word = Arc::new(AtomicU32::new(AWAKE));
+            let (t2, w2) = (Arc::clone(&tail), Arc::clone(&word));
+            let writer = loom::thread::spawn(move || {
+                t2.store(1, PUBLISH_TAIL);
+                w2.swap(AWAKE, order) == SLEEPING
+            });
+            let mut seen = tail.load(LOAD_TAIL);
+            let mut sleeps = false;
+            if seen == 0 {
+                word.swap(SLEEPING, order);
+                seen = if recheck { tail.load(LOAD_TAIL) } else { 0 };
+                sleeps = seen == 0;
+            }
+            let woken = writer.join().unwrap();
+            assert!(
+                !sleeps || woken,
+                "lost wake-up: the sleeper sleeps without the frame and the writer did not wake it"
+            );
+        });
     }
 
     #[test]
-    #[should_panic]
-    fn loom_doorbell_loses_a_wake_up_without_the_writer_fence() {
-        // The checker is only worth something if it catches the missing fence.
-        doorbell_model(true, false, Ordering::AcqRel);
+    fn loom_doorbell_round_never_loses_a_wake_up() {
+        doorbell_round(true, super::BELL);
+    }
+
+    #[test]
+    #[should_panic(expected = "lost wake-up")]
+    fn loom_doorbell_round_loses_a_wake_up_without_the_recheck() {
+        // The checker is only worth something if it catches a broken protocol: a sleeper that
+        // does not look for work after raising its flag misses a frame published just before.
+        doorbell_round(false, super::BELL);
+    }
+
+    #[test]
+    #[should_panic(expected = "lost wake-up")]
+    fn loom_doorbell_round_loses_a_wake_up_with_relaxed_swaps() {
+        // Without acquire/release on the word, the re-check may read a stale tail.
+        doorbell_round(true, Ordering::Relaxed);
     }
 
     static RELAXED: Orderings = Orderings {
