@@ -238,7 +238,7 @@ pub const VM: Profile = Profile {
                   election_timeout_max_ms = 3000\nlease_ms = 300\nclock_drift_us = 50000\n",
     failover_bound: Duration::from_secs(20),
     step_timeout: Duration::from_secs(90),
-    writes_per_phase: 40,
+    writes_per_phase: 30,
     fault_settle: Duration::from_millis(500),
 };
 
@@ -338,29 +338,6 @@ fn free_ports(n: u16, from: u16) -> u16 {
 }
 
 impl Cluster {
-    /// Writes configurations for `n` replicas (the last `standby` of them standbys) and starts
-    /// every replica over TCP. With `proxied`, replica-to-replica traffic goes through fault
-    /// proxies.
-    pub fn start(name: &str, n: u64, standby: u64, proxied: bool) -> Cluster {
-        Cluster::start_with(name, n, standby, proxied, "tcp")
-    }
-
-    /// Like [`Cluster::start`] over `transport` (`tcp` or `shm`; shm ring files live in the
-    /// cluster's directory).
-    pub fn start_with(
-        name: &str,
-        n: u64,
-        standby: u64,
-        proxied: bool,
-        transport: &'static str,
-    ) -> Cluster {
-        let mut spec = Spec::host(name, transport, n).standby(standby);
-        if proxied {
-            spec = spec.proxied();
-        }
-        Cluster::launch(spec)
-    }
-
     /// Writes every replica's configuration and starts them.
     pub fn launch(spec: Spec) -> Cluster {
         let n = spec.replicas;
