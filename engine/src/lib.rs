@@ -85,16 +85,19 @@
 //!   answers with an error.
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
-//! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, or replicas of
-//!   one process), and the `local` in-process queues.
+//! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, where an idle
+//!   replica sleeps on a doorbell its senders ring; or replicas of one process), and the
+//!   `local` in-process queues; [`net::fault`] drops messages a test's fault file names, over
+//!   any transport (test-only, `[testing] fault_file`; not installed otherwise).
 //! - [`kv`]: the example replicated key-value service used by `keel run`, `keel demo` and the
 //!   end-to-end tests.
 //!
 //! Tests: unit tests per module; `tests/cluster.rs` runs in-process 3-replica clusters (fail-over,
 //! restart from the file log, learner join and promotion, a panicking state machine); the
 //! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` and `e2e_shm.rs` run `keel run`
-//! processes (kill -9, isolation through a fault proxy, membership change) and check
-//! linearizability.
+//! processes (kill -9 of the leader and of a follower, isolation of the leader through a fault
+//! proxy or the fault file, membership change) and check linearizability and the fail-over
+//! bound; `vm_e2e_rdma*.rs` run the same scenarios over rdma in the soft-RoCE VM.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
