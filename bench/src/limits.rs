@@ -544,6 +544,47 @@ pub fn pwrite_fdatasync(dir: &Path, size: usize, opts: &LimitOptions) -> Result<
     })
 }
 
+/// Name of the grouped pwrite+fdatasync limit for `n` writes of `size` bytes per sync.
+pub fn pwrite_fdatasync_group_name(size: usize, n: usize) -> String {
+    format!("pwrite-fdatasync-{}x{n}", size_label(size))
+}
+
+/// Measures the best a group commit of `n` appends of `size` bytes can do on this device:
+/// one `pwrite` of `n * size` bytes at consecutive offsets, then `fdatasync`. Its
+/// `throughput_per_s` counts the `n` appends of each sync.
+pub fn pwrite_fdatasync_group(
+    dir: &Path,
+    size: usize,
+    n: usize,
+    opts: &LimitOptions,
+) -> Result<Limit, LimitError> {
+    assert!(
+        size > 0 && n > 0,
+        "a group needs at least one byte and one write"
+    );
+    let name = pwrite_fdatasync_group_name(size, n);
+    let region = pwrite_region(size * n);
+    let scratch = ScratchFile::preallocated(dir, &name, region)?;
+    let (mut summary, curve) = sync_loop(&name, &scratch, size * n, region, true, opts)?;
+    summary.throughput_per_s *= n as f64;
+    Ok(Limit {
+        name,
+        description: format!(
+            "pwrite {n} x {size} bytes as one write at consecutive offsets in a preallocated \
+             {} KiB region, then fdatasync; throughput counts {n} appends per sync",
+            region / 1024
+        ),
+        summary,
+        curve,
+        extra: BTreeMap::new(),
+        notes: vec![format!(
+            "directory {} ({})",
+            dir.display(),
+            filesystem_of(dir)
+        )],
+    })
+}
+
 /// RDMA devices listed under /sys/class/infiniband.
 pub fn rdma_devices() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/sys/class/infiniband")

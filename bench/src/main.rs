@@ -824,6 +824,10 @@ fn run_limits(a: &LimitsArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `keel-bench ring` runs a copy of itself as the writer of `ring-shm-wake`.
+    if let Some(status) = keel_bench::ring_bench::wake_writer_if_asked() {
+        std::process::exit(status);
+    }
     let cli = Cli::parse();
     match &cli.command {
         Command::Limits(a) => run_limits(a),

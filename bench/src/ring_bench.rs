@@ -9,6 +9,12 @@
 //! - `ring-shm-stream-<n>B`: the leader sends frames back to back (`send`: write + publish per
 //!   frame, retrying when the ring is full); frames delivered per second. Throughput ratio
 //!   against `cacheline-rtt`'s rate.
+//! - `ring-shm-wake-<n>B`: across processes, the wake-up of an idle receiver. A writer process
+//!   (this binary re-executed, [`WAKE_WRITER_ENV`]) opens a ring file and the receiver's
+//!   doorbell (`keel_transport::shm::Doorbell`), and every 500 us writes a frame carrying its
+//!   send time, publishes it and rings; the receiver, with nothing to read, sleeps on its
+//!   doorbell. One-way latency, send to receipt (both processes read the same clock), against
+//!   `cacheline-rtt`: the ratio says what sleeping costs against spinning.
 //! - `ring-tcp-rtt-<n>B-busy` / `-blocking`: `keel_transport::tcp` after its handshake: the
 //!   leader sends an `n`-byte message, the follower receives it and sends `n` bytes back; busy
 //!   mode puts both sockets in non-blocking mode and spins on `recv_message`. Limits: the raw
@@ -29,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use keel_transport::handshake::HandshakeConfig;
 use keel_transport::ring::{AppendError, ReadError, RingConfig, RingReader, RingWriter};
-use keel_transport::shm::{ShmError, ShmRing};
+use keel_transport::shm::{Doorbell, ShmError, ShmRing, Wake};
 use keel_transport::tcp::{self, TcpAcceptor, TcpConfig, TcpConnection, TcpError};
 
 use crate::limits::{self, LimitError, LimitOptions, core_pair, pin, size_label};
@@ -67,6 +73,9 @@ pub enum RingBenchError {
     /// The peer stopped answering.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The `ring-shm-wake` writer process could not be started or failed.
+    #[error("the shm wake-up writer process: {0}")]
+    WakeWriter(String),
 }
 
 /// Parameters of `keel-bench ring`.
@@ -135,6 +144,14 @@ pub fn run(
             figure_name("shm", "stream", o.payload, None),
             payload_params(),
             s,
+            Some(limits::CACHELINE_RTT),
+        );
+        let (lat, elapsed) = shm_wake(o, lo)?;
+        report.add_latencies(
+            figure_name("shm", "wake", o.payload, None),
+            payload_params(),
+            &lat,
+            elapsed,
             Some(limits::CACHELINE_RTT),
         );
     }
@@ -351,6 +368,155 @@ fn shm_rtt(
         "the follower consumed every frame exactly once"
     );
     Ok((lat, elapsed))
+}
+
+/// Environment variable that makes `keel-bench` the writer process of `ring-shm-wake`; its
+/// value is `<ring file>\t<doorbell file>\t<payload bytes>\t<milliseconds to run>`.
+pub const WAKE_WRITER_ENV: &str = "KEEL_BENCH_SHM_WAKE_WRITER";
+const WAKE_CLUSTER: u64 = 0xB7;
+const WAKE_GAP: Duration = Duration::from_micros(500);
+/// Slot of the frame that ends the run.
+const WAKE_STOP: u64 = u64::MAX;
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// If this process was started as the `ring-shm-wake` writer, runs it and returns its exit
+/// status (call first thing in `main`).
+pub fn wake_writer_if_asked() -> Option<i32> {
+    let spec = std::env::var(WAKE_WRITER_ENV).ok()?;
+    Some(match wake_writer(&spec) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("keel-bench shm wake-up writer: {e}");
+            1
+        }
+    })
+}
+
+fn wake_writer(spec: &str) -> Result<(), String> {
+    let parts: Vec<&str> = spec.split('\t').collect();
+    let [ring, bell, payload, run_ms] = parts.as_slice() else {
+        return Err(format!(
+            "{WAKE_WRITER_ENV} is not ring, bell, payload, ms: {spec:?}"
+        ));
+    };
+    let payload: usize = payload.parse().map_err(|e| format!("payload: {e}"))?;
+    let run = Duration::from_millis(run_ms.parse().map_err(|e| format!("ms: {e}"))?);
+    let me = HandshakeConfig::new(WAKE_CLUSTER, 1, vec![1, 2]);
+    let (ring, _) = ShmRing::open(std::path::Path::new(ring), &me, 2, 1)
+        .map_err(|e| format!("open ring: {e}"))?;
+    let bell = Doorbell::open(std::path::Path::new(bell)).map_err(|e| format!("open bell: {e}"))?;
+    let config = RingConfig {
+        epoch: 1,
+        max_payload: payload,
+    };
+    let mut writer = RingWriter::new(ring.into_sink(), config);
+    let mut body = vec![0x42u8; payload];
+    let end = Instant::now() + run;
+    let mut slot = 0u64;
+    while Instant::now() < end {
+        std::thread::sleep(WAKE_GAP);
+        body[..8].copy_from_slice(&wall_ns().to_le_bytes());
+        writer
+            .send(1, slot, &body)
+            .map_err(|e| format!("send: {e}"))?;
+        bell.ring();
+        slot += 1;
+    }
+    writer
+        .send(1, WAKE_STOP, &body)
+        .map_err(|e| format!("send: {e}"))?;
+    bell.ring();
+    Ok(())
+}
+
+/// `ring-shm-wake`: see the module docs.
+fn shm_wake(
+    o: &RingBenchOptions,
+    lo: &LimitOptions,
+) -> Result<(Latencies, Duration), RingBenchError> {
+    let payload = o.payload.max(8);
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let base = dir.join(format!("keel-bench-wake-{}", std::process::id()));
+    let (ring_path, bell_path) = (base.with_extension("ring"), base.with_extension("bell"));
+    let me = HandshakeConfig::new(WAKE_CLUSTER, 2, vec![1, 2]);
+    let bell = Doorbell::create(&bell_path).map_err(RingBenchError::Shm)?;
+    let pending = ShmRing::create(&ring_path, o.ring_bytes, &me).map_err(RingBenchError::Shm)?;
+    let warm = lo.duration / 5;
+    let exe = std::env::current_exe().map_err(|e| RingBenchError::WakeWriter(e.to_string()))?;
+    let mut child = std::process::Command::new(exe)
+        .env(
+            WAKE_WRITER_ENV,
+            format!(
+                "{}\t{}\t{payload}\t{}",
+                ring_path.display(),
+                bell_path.display(),
+                (warm + lo.duration).as_millis()
+            ),
+        )
+        .spawn()
+        .map_err(|e| RingBenchError::WakeWriter(e.to_string()))?;
+    let result = (|| -> Result<(Latencies, Duration), RingBenchError> {
+        let (ring, peer) = pending.accept(&me, STUCK).map_err(RingBenchError::Shm)?;
+        let source = ring.into_source();
+        let watch = source.watch();
+        let mut reader = RingReader::new(
+            source,
+            RingConfig {
+                epoch: peer.epoch,
+                max_payload: payload,
+            },
+        );
+        let name = figure_name("shm", "wake", o.payload, None);
+        let counter: Counter = Arc::new(AtomicU64::new(0));
+        let mut lat = Latencies::new()?;
+        let start = Instant::now();
+        let recorded_from = start + warm;
+        let mut progress = None;
+        let mut stopped = false;
+        let mut n = 0u64;
+        while !stopped {
+            let got = reader
+                .poll(usize::MAX, |f| {
+                    if f.slot == WAKE_STOP {
+                        stopped = true;
+                        return;
+                    }
+                    let mut sent = [0u8; 8];
+                    sent.copy_from_slice(&f.payload[..8]);
+                    let took = wall_ns().saturating_sub(u64::from_le_bytes(sent));
+                    if Instant::now() >= recorded_from {
+                        lat.record_ns(took);
+                        n += 1;
+                    }
+                })
+                .map_err(RingBenchError::Read)?;
+            if progress.is_none() && Instant::now() >= recorded_from {
+                progress = Some(Progress::start(&name, Arc::clone(&counter), lo.quiet));
+            }
+            counter.store(n, Ordering::Relaxed);
+            if got == 0 && !stopped && bell.sleep(STUCK, || watch.has_unread()) == Wake::TimedOut {
+                return Err(RingBenchError::Timeout(STUCK));
+            }
+        }
+        drop(progress);
+        Ok((lat, start.elapsed().saturating_sub(warm)))
+    })();
+    let status = child
+        .wait()
+        .map_err(|e| RingBenchError::WakeWriter(e.to_string()))?;
+    if !status.success() {
+        return Err(RingBenchError::WakeWriter(format!("exited with {status}")));
+    }
+    result
 }
 
 /// Shared-memory ring stream: frames per second delivered to the follower.

@@ -30,6 +30,9 @@
 //! loop_core = 0                 # pin the replica loop to this core (omit: not pinned)
 //! persist_core = 1              # pin the persistence thread (omit: not pinned)
 //! spin_us = 50                  # bounded busy-poll before a loop parks
+//!
+//! # [testing]                   # TEST ONLY, never in production:
+//! # fault_file = "/tmp/faults"  # drop messages the file names (see `net::fault`)
 //! ```
 
 use std::net::SocketAddr;
@@ -296,6 +299,27 @@ pub struct Config {
     /// Persistence.
     #[serde(default)]
     pub durability: Durability,
+    /// Test-only switches (fault injection); empty in production.
+    #[serde(default, skip_serializing_if = "Testing::is_off")]
+    pub testing: Testing,
+}
+
+/// Test-only switches: leave this section out of production configurations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Testing {
+    /// Test only: a fault file naming replicas to isolate and links to cut; the replica drops
+    /// the messages it names, over any transport ([`crate::net::fault`]). Off (and free) when
+    /// unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_file: Option<PathBuf>,
+}
+
+impl Testing {
+    /// No test switch is on.
+    pub fn is_off(&self) -> bool {
+        self.fault_file.is_none()
+    }
 }
 
 impl Config {
@@ -433,6 +457,14 @@ impl Config {
                     "transport \"rdma\" needs the device name (e.g. \"rxe0\"; see `ibv_devices`)",
                 ));
             }
+        }
+        if let Some(f) = &self.testing.fault_file
+            && f.as_os_str().is_empty()
+        {
+            return Err(invalid(
+                "testing.fault_file",
+                "give a file path, or leave the field out (test-only fault injection)",
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "give a directory for the log"));
@@ -586,6 +618,7 @@ impl Builder {
                 batching: Batching::default(),
                 runtime: Runtime::default(),
                 durability: Durability::default(),
+                testing: Testing::default(),
             },
         }
     }
@@ -635,6 +668,12 @@ impl Builder {
     /// Persistence.
     pub fn durability(mut self, durability: Durability) -> Builder {
         self.config.durability = durability;
+        self
+    }
+
+    /// Test-only switches (fault injection).
+    pub fn testing(mut self, testing: Testing) -> Builder {
+        self.config.testing = testing;
         self
     }
 
@@ -732,6 +771,12 @@ mod tests {
                 }),
                 "durability.log_backend",
             ),
+            (
+                three().testing(Testing {
+                    fault_file: Some(PathBuf::new()),
+                }),
+                "testing.fault_file",
+            ),
         ];
         for (builder, field) in cases {
             assert_eq!(field_of(builder.build().unwrap_err()), field);
@@ -743,6 +788,18 @@ mod tests {
         let config = three().build().unwrap();
         let text = config.to_toml();
         assert_eq!(Config::from_toml_str(&text).unwrap(), config);
+
+        assert!(
+            !text.contains("[testing]"),
+            "test switches are left out when off"
+        );
+        let testing = three()
+            .testing(Testing {
+                fault_file: Some("/tmp/faults".into()),
+            })
+            .build()
+            .unwrap();
+        assert_eq!(Config::from_toml_str(&testing.to_toml()).unwrap(), testing);
 
         let bad = format!("{text}\nbogus_field = 1\n");
         let err = Config::from_toml_str(&bad).unwrap_err().to_string();

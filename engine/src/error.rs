@@ -98,6 +98,9 @@ pub enum StartError {
         /// What failed.
         reason: String,
     },
+    /// The test-only fault file (`testing.fault_file`) is bad.
+    #[error(transparent)]
+    Faults(#[from] crate::net::fault::FaultFileError),
     /// A runtime thread could not be spawned.
     #[error("cannot spawn runtime thread {name}: {source}")]
     Spawn {

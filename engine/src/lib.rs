@@ -105,8 +105,10 @@
 //! request per decree (a single closed-loop client) the per-decree cost is per entry.
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
-//! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, or replicas of
-//!   one process), and the `local` in-process queues.
+//! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, where an idle
+//!   replica sleeps on a doorbell its senders ring; or replicas of one process), and the
+//!   `local` in-process queues; [`net::fault`] drops messages a test's fault file names, over
+//!   any transport (test-only, `[testing] fault_file`; not installed otherwise).
 //! - [`kv`]: the example replicated key-value service used by `keel run`, `keel demo` and the
 //!   end-to-end tests.
 //!
@@ -116,8 +118,9 @@
 //! warm 3-replica cluster commits 20,000 proposals (local and shm, file log and none) and fails
 //! above 32 per decree plus 1,000, or above 0.25 per entry; the
 //! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` and `e2e_shm.rs` run `keel run`
-//! processes (kill -9, isolation through a fault proxy, membership change) and check
-//! linearizability.
+//! processes (kill -9 of the leader and of a follower, isolation of the leader through a fault
+//! proxy or the fault file, membership change) and check linearizability and the fail-over
+//! bound; `vm_e2e_rdma*.rs` run the same scenarios over rdma in the soft-RoCE VM.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

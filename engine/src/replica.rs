@@ -365,6 +365,8 @@ impl<S: StateMachine> Replica<S> {
             },
         };
 
+        let net = crate::net::fault::wrap(net, &config)?; // test-only; untouched when off
+
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 requests: VecDeque::new(),

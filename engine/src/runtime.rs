@@ -10,7 +10,8 @@
 //! An idle loop first busy-polls for a bounded time (`runtime.spin_us`), pacing itself with
 //! `crossbeam_utils::Backoff` (spin, then `yield_now` so loops sharing a core let each other
 //! run), then parks until it is notified ([`Signal::notify`]) or its next deadline (the next
-//! protocol tick) passes.
+//! protocol tick) passes. It parks on its thread, or on the transport's [`Parker`] when there
+//! is one (the `shm` transport's doorbell, which writers in other processes ring).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -100,11 +101,36 @@ impl Health {
     }
 }
 
+/// Where a loop can sleep instead of its thread's own parker, so that wakers in other
+/// processes reach it: the `shm` transport's doorbell (a futex word in a shared file).
+///
+/// Contract: [`Parker::park`] announces the sleep, then calls `ready` and returns at once if it
+/// says there is work; [`Parker::wake`], called after the waker made work visible, wakes a
+/// sleeper that announced itself, and costs no syscall otherwise. Together they never lose a
+/// wake-up (see `keel_transport::shm::Doorbell`).
+pub trait Parker: Send + Sync {
+    /// Wakes the loop if it is sleeping in [`Parker::park`].
+    fn wake(&self);
+    /// Sleeps for at most `timeout`, unless `ready()` (checked after announcing the sleep)
+    /// finds work.
+    fn park(&self, timeout: Duration, ready: &dyn Fn() -> bool);
+}
+
 /// Wakes a parked loop. Cheap when the loop is awake (one atomic swap).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Signal {
     notified: AtomicBool,
     thread: OnceLock<Thread>,
+    parker: OnceLock<Arc<dyn Parker>>,
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signal")
+            .field("notified", &self.notified)
+            .field("parker", &self.parker.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signal {
@@ -118,18 +144,34 @@ impl Signal {
         let _ = self.thread.set(std::thread::current());
     }
 
+    /// Makes the loop sleep on `parker` rather than its thread's parker (set once, by the
+    /// transport, before the loop runs; a second call is ignored).
+    pub fn set_parker(&self, parker: Arc<dyn Parker>) {
+        let _ = self.parker.set(parker);
+    }
+
     /// Wakes the loop if it is parked (or makes its next park return at once).
     pub fn notify(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel)
-            && let Some(t) = self.thread.get()
-        {
-            t.unpark();
+        if !self.notified.swap(true, Ordering::SeqCst) {
+            if let Some(p) = self.parker.get() {
+                p.wake();
+            } else if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
         }
     }
 
     /// Clears and returns the notified flag.
     pub fn take(&self) -> bool {
         self.notified.swap(false, Ordering::AcqRel)
+    }
+
+    /// Parks the calling loop for at most `timeout`, or until notified.
+    fn park(&self, timeout: Duration) {
+        match self.parker.get() {
+            Some(p) => p.park(timeout, &|| self.notified.load(Ordering::SeqCst)),
+            None => std::thread::park_timeout(timeout),
+        }
     }
 }
 
@@ -176,7 +218,7 @@ impl Idle {
         }
         if now < deadline {
             self.parks += 1;
-            std::thread::park_timeout(deadline - now);
+            signal.park(deadline - now);
         }
         let _ = signal.take();
         self.busy();

@@ -124,6 +124,11 @@ pub enum Location {
         /// The record's log position.
         pos: u64,
     },
+    /// A commit mark (the record that closes a commit batch past the metadata tail).
+    CommitMark {
+        /// The mark's log position.
+        pos: u64,
+    },
 }
 
 impl std::fmt::Display for Location {
@@ -135,6 +140,7 @@ impl std::fmt::Display for Location {
             Location::LogMetadata { copy } => write!(f, "log metadata copy {copy}"),
             Location::RecordHeader { pos } => write!(f, "record header at log position {pos}"),
             Location::RecordPayload { pos } => write!(f, "record payload at log position {pos}"),
+            Location::CommitMark { pos } => write!(f, "commit mark at log position {pos}"),
         }
     }
 }

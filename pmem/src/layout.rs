@@ -5,20 +5,24 @@
 //! offset 0     GlobalMeta   (64 B)  magic, version, region length, CRC
 //! offset 64    RegionMeta   (64 B)  log id, log area offset and capacity, CRC
 //! offset 128   selector     (8 B)   SELECTOR_COPY0 or SELECTOR_COPY1: which LogMeta is live
-//! offset 192   LogMeta 0    (32 B)  head, tail, log id, CRC
-//! offset 256   LogMeta 1    (32 B)
+//! offset 192   LogMeta 0    (64 B)  head, tail, log id, generation, window, CRC
+//! offset 256   LogMeta 1    (64 B)
 //! offset 4096  log area     circular; records at logical position p live at 4096 + p % capacity
 //! ```
 //!
 //! A record is a [`RecordHeader`] (16 B) followed by the payload padded with zeros to a multiple
 //! of 8 bytes. The record checksum covers the header's `len` and `pos` and the padded payload.
+//!
+//! A *commit mark* is a record whose `len` has [`MARK_FLAG`] set and whose body is a
+//! [`CommitMark`] (32 B): it ends every commit batch and makes the batch self-validating, so a
+//! commit past the metadata tail needs one fence (see [`crate::log`]).
 
 use bytemuck::{Pod, Zeroable};
 
 /// "KEELLOG1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KEELLOG1");
 /// Layout version.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 /// Offset of [`GlobalMeta`].
 pub const GLOBAL_OFF: u64 = 0;
 /// Offset of [`RegionMeta`].
@@ -36,6 +40,15 @@ pub const MIN_CAPACITY: u64 = 64;
 pub const SELECTOR_COPY: [u64; 2] = [0x5a3c_96e1_0f87_d24b, 0xa5c3_691e_f078_2db4];
 /// Record header size.
 pub const RECORD_HEADER_LEN: u64 = 16;
+/// Set in [`RecordHeader::len`] of a commit mark; payload lengths stay below it.
+pub const MARK_FLAG: u32 = 1 << 31;
+/// Body length of a commit mark.
+pub const MARK_BODY_LEN: u32 = 32;
+/// Bytes a commit mark occupies in the log area (header and body).
+pub const MARK_SIZE: u64 = RECORD_HEADER_LEN + MARK_BODY_LEN as u64;
+/// Default one-fence window: commits whose end lies within this many bytes past the metadata
+/// tail are committed with one fence; the first commit past it also rewrites the metadata.
+pub const DEFAULT_WINDOW: u64 = 1 << 20;
 
 /// Global metadata: identifies the region as a Keel log of this version.
 #[repr(C)]
@@ -64,8 +77,11 @@ pub struct RegionMeta {
     pub log_area_off: u64,
     /// Capacity of the circular log area in bytes (multiple of 8).
     pub capacity: u64,
+    /// Random per-log value every commit mark repeats, so bytes inside a payload can never pass
+    /// for a mark (they would have to guess it).
+    pub mark_key: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
     /// crc32c of the bytes before this field.
     pub crc: u64,
 }
@@ -81,10 +97,33 @@ pub struct LogMeta {
     pub tail: u64,
     /// Same as [`RegionMeta::log_id`].
     pub log_id: u64,
+    /// Incremented, durably, every time the log is opened; commit marks carry it, so marks
+    /// left by an earlier incarnation are never taken for this one's.
+    pub generation: u64,
+    /// One-fence window in bytes: every commit mark of this generation that is not covered by
+    /// `tail` lies below `tail + window`. Zero: every commit rewrites the metadata.
+    pub window: u64,
+    /// Reserved, zero.
+    pub reserved: [u64; 2],
     /// crc32c of the bytes before this field.
     pub crc: u64,
 }
-const _: () = assert!(size_of::<LogMeta>() == 32);
+const _: () = assert!(size_of::<LogMeta>() == 64);
+
+/// Body of a commit mark: closes the batch of records in `[start, mark position)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct CommitMark {
+    /// [`LogMeta::generation`] of the incarnation that wrote it.
+    pub generation: u64,
+    /// Logical position of the batch's first record.
+    pub start: u64,
+    /// crc32c over the batch's record headers in order (each header's crc covers its payload).
+    pub batch_crc: u64,
+    /// [`RegionMeta::mark_key`].
+    pub key: u64,
+}
+const _: () = assert!(size_of::<CommitMark>() == MARK_BODY_LEN as usize);
 
 /// Header in front of every record.
 #[repr(C)]
@@ -124,12 +163,13 @@ impl GlobalMeta {
 
 impl RegionMeta {
     /// Builds a sealed block.
-    pub fn new(log_id: u64, capacity: u64) -> Self {
+    pub fn new(log_id: u64, capacity: u64, mark_key: u64) -> Self {
         let mut m = RegionMeta {
             log_id,
             log_area_off: LOG_AREA_OFF,
             capacity,
-            reserved: [0; 4],
+            mark_key,
+            reserved: [0; 3],
             crc: 0,
         };
         m.crc = m.compute_crc();
@@ -143,11 +183,14 @@ impl RegionMeta {
 
 impl LogMeta {
     /// Builds a sealed copy.
-    pub fn new(head: u64, tail: u64, log_id: u64) -> Self {
+    pub fn new(head: u64, tail: u64, log_id: u64, generation: u64, window: u64) -> Self {
         let mut m = LogMeta {
             head,
             tail,
             log_id,
+            generation,
+            window,
+            reserved: [0; 2],
             crc: 0,
         };
         m.crc = m.compute_crc();

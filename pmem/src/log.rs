@@ -2,17 +2,35 @@
 //!
 //! # Commit protocol
 //!
-//! Appends write records past the durable tail (`stage`). A commit then
-//! 1. flushes the new record bytes,
-//! 2. writes the *inactive* [`LogMeta`] copy with the new head and tail and its CRC, flushes it,
-//! 3. fences (records and the new copy are durable; the selector still names the old copy),
-//! 4. flips the selector to the new copy with one aligned 8-byte store, flushes it,
-//! 5. fences. The append is durable when this returns.
+//! Appends write records past the durable tail (`stage`). A commit closes everything staged so
+//! far as one *batch*: it reserves a [`CommitMark`] right after the batch's records (the mark
+//! repeats the batch's start, a checksum over the batch's record headers, the log's
+//! generation and its random mark key), then
 //!
-//! A crash before step 4 reaches the medium leaves the old copy live, whose records are all
-//! untouched (new records only go to free space); a crash after leaves the new copy live, whose
-//! records were made durable in step 3. Both are the state just before or just after the
-//! commit. The same protocol commits a head advance.
+//! - **one-fence commit** (the common case): writes the mark, flushes the records and the mark,
+//!   fences. The append is durable when this returns. Allowed while the batch ends within
+//!   [`LogMeta::window`] bytes past the tail the live metadata copy names.
+//! - **metadata commit** (the first commit past the window, every head advance, every open, and
+//!   every commit when the window is 0): as above, plus the *inactive* [`LogMeta`] copy with the
+//!   new head and tail written and flushed before the same fence; then the selector is flipped
+//!   to the new copy with one aligned 8-byte store, flushed, fenced (two fences in all).
+//!
+//! Recovery reads the live metadata copy, checks every record up to its tail (damage there is
+//! [`LogError::Corrupt`]), then walks the window batch by batch: a batch counts only if every
+//! record in it and its mark check out (position, checksums, generation, key, batch checksum),
+//! so a crash in the middle of a one-fence commit leaves a batch that fails and the log ends
+//! before it. A batch that fails while a valid mark of a *later* batch of the same generation
+//! exists in the window is corruption, not a crash: the later commit was only written after
+//! this batch's fence returned.
+//!
+//! What one fence cannot tell apart: damage to the *last* batch past the metadata tail after
+//! its commit returned looks exactly like a crash during that commit. Recovery then ends the
+//! log before that batch and says so in [`Recovered::discarded_batch_at`]. Damage to one
+//! structure anywhere else is reported as before. Damage to *several* batches past the
+//! metadata tail can erase every later mark that proves an earlier batch was committed;
+//! recovery then ends the log at the first damaged batch, never below the metadata tail (the
+//! window bounds what such damage can take). A caller that needs damage anywhere to be an error uses
+//! window 0 ([`LogOptions::window`]), which is the two-fence protocol for every commit.
 //!
 //! # Group commit
 //!
@@ -24,10 +42,28 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Location, LogError};
 use crate::layout::{
-    GlobalMeta, LOG_AREA_OFF, LOG_META_OFF, LogMeta, MAGIC, MIN_CAPACITY, RECORD_HEADER_LEN,
-    RecordHeader, RegionMeta, SELECTOR_COPY, SELECTOR_OFF, VERSION, record_crc, record_size,
+    CommitMark, DEFAULT_WINDOW, GlobalMeta, LOG_AREA_OFF, LOG_META_OFF, LogMeta, MAGIC,
+    MARK_BODY_LEN, MARK_FLAG, MARK_SIZE, MIN_CAPACITY, RECORD_HEADER_LEN, RecordHeader, RegionMeta,
+    SELECTOR_COPY, SELECTOR_OFF, VERSION, record_crc, record_size,
 };
 use crate::region::Region;
+
+/// Options for creating or opening a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// The one-fence window in bytes (see the module docs): commits that end within this many
+    /// bytes past the metadata tail cost one fence; 0 makes every commit rewrite the metadata
+    /// (two fences) so that damage anywhere in the live log is reported as corruption.
+    pub window: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
 
 /// The persistence log over a [`Region`]. All methods take `&self`; share it between threads
 /// with an `Arc` to get group commit.
@@ -36,6 +72,7 @@ pub struct Log<R: Region> {
     region: R,
     log_id: u64,
     capacity: u64,
+    mark_key: u64,
     inner: Mutex<Inner>,
     committed: Condvar,
 }
@@ -48,8 +85,16 @@ struct Inner {
     head: u64,
     /// Durable tail.
     tail: u64,
+    /// Tail named by the live metadata copy.
+    meta_tail: u64,
+    /// This incarnation's generation (in the live metadata copy).
+    generation: u64,
+    /// One-fence window (in the live metadata copy).
+    window: u64,
     /// End of the records written so far (durable or not).
     staged_tail: u64,
+    /// crc32c over the headers staged since the last batch was closed.
+    batch_crc: u32,
     /// A commit is running (outside the mutex).
     committing: bool,
     /// A commit failed: the on-media state is unknown.
@@ -64,8 +109,10 @@ struct Inner {
 pub struct LogStats {
     /// Records staged by `append*`.
     pub records_appended: u64,
-    /// Commits run (each is two fences).
+    /// Commits run.
     pub commits: u64,
+    /// Of those, commits that also rewrote the metadata (two fences instead of one).
+    pub metadata_commits: u64,
 }
 
 /// What recovery found.
@@ -81,6 +128,18 @@ pub struct Recovered {
     pub log_id: u64,
     /// Capacity of the log area in bytes.
     pub capacity: u64,
+    /// Tail named by the live metadata copy (records below it are covered by the metadata;
+    /// records from here to `tail` by their commit marks).
+    pub metadata_tail: u64,
+    /// Generation of the incarnation that wrote the log (the next open uses one more).
+    pub generation: u64,
+    /// Start of the last batch recovered through its commit mark, if any.
+    pub last_batch_start: Option<u64>,
+    /// An incomplete batch found at this position was dropped: a crash during its commit, or
+    /// (indistinguishable with one fence) damage to the last batch after its commit returned.
+    /// Set when a sign of the batch survived (a header naming its own position, or the
+    /// batch's mark); damage to one structure always leaves one.
+    pub discarded_batch_at: Option<u64>,
 }
 
 /// Result of [`Log::sync`]: everything below `tail` is durable.
@@ -103,12 +162,37 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// What one commit does, decided under the mutex and carried out outside it.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    head: u64,
+    old_tail: u64,
+    new_tail: u64,
+    /// Mark position and body, when the commit closes a batch.
+    mark: Option<(u64, CommitMark)>,
+    /// Metadata copy index and contents, for a metadata commit.
+    meta: Option<(usize, LogMeta)>,
+}
+
+fn random_key() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    // Never zero, so an all-zero area never carries the key.
+    h.finish() | 1
+}
+
 impl<R: Region> Log<R> {
+    /// Formats `region` as an empty log with identifier `log_id` and default options.
+    pub fn create(region: R, log_id: u64) -> Result<Self, LogError> {
+        Self::create_opts(region, log_id, LogOptions::default())
+    }
+
     /// Formats `region` as an empty log with identifier `log_id`, durably. Everything in the
     /// region is overwritten. The global magic is written last, in its own commit, so a crash
     /// during `create` leaves a region that [`Log::open`] reports as
     /// [`LogError::NotFormatted`] (or, if the crash tore the metadata, as corrupt).
-    pub fn create(region: R, log_id: u64) -> Result<Self, LogError> {
+    pub fn create_opts(region: R, log_id: u64, opts: LogOptions) -> Result<Self, LogError> {
         let region_len = region.len();
         let min_len = LOG_AREA_OFF + MIN_CAPACITY;
         if region_len < min_len {
@@ -118,13 +202,14 @@ impl<R: Region> Log<R> {
             });
         }
         let capacity = (region_len - LOG_AREA_OFF) / 8 * 8;
+        let mark_key = random_key();
         // Clear the magic first so a crash during create is never taken for an old log.
         region.write(0, &0u64.to_le_bytes())?;
         region.flush(0, 8)?;
         region.fence()?;
         let global = GlobalMeta::new(region_len);
-        let rmeta = RegionMeta::new(log_id, capacity);
-        let lmeta = LogMeta::new(0, 0, log_id);
+        let rmeta = RegionMeta::new(log_id, capacity, mark_key);
+        let lmeta = LogMeta::new(0, 0, log_id, 1, opts.window);
         region.write(8, &bytemuck::bytes_of(&global)[8..])?;
         region.write(crate::layout::REGION_OFF, bytemuck::bytes_of(&rmeta))?;
         region.write(SELECTOR_OFF, &SELECTOR_COPY[0].to_le_bytes())?;
@@ -136,16 +221,41 @@ impl<R: Region> Log<R> {
         region.write(0, &MAGIC.to_le_bytes())?;
         region.flush(0, 8)?;
         region.fence()?;
-        Ok(Self::assemble(region, log_id, capacity, 0, 0, 0))
+        Ok(Self::assemble(region, &rmeta, &lmeta, 0, 0))
     }
 
-    /// Recovers the log in `region`: checks every metadata block and every live record and
-    /// returns the log positioned at its durable state. Damage anywhere in the live state is
-    /// a [`LogError::Corrupt`] naming the structure and offset; damaged bytes are never
-    /// returned as data.
+    /// Recovers the log in `region` (default options): checks every metadata block and every
+    /// live record and returns the log positioned at its durable state. Damage anywhere in the
+    /// live state is a [`LogError::Corrupt`] naming the structure and offset (except the last
+    /// one-fence batch, see the module docs); damaged bytes are never returned as data.
+    ///
+    /// Opening writes: it starts a new generation with one metadata commit.
     pub fn open(region: R) -> Result<(Self, Recovered), LogError> {
-        let (rec, active) = scan_region(&region, |_| {})?;
-        let log = Self::assemble(region, rec.log_id, rec.capacity, active, rec.head, rec.tail);
+        Self::open_opts(region, LogOptions::default())
+    }
+
+    /// [`Log::open`] with options (the window may differ from the one the log was created
+    /// with; it applies from this open on).
+    pub fn open_opts(region: R, opts: LogOptions) -> Result<(Self, Recovered), LogError> {
+        let scan = scan_full(&region, |_| {})?;
+        let rec = scan.recovered;
+        let lmeta = LogMeta::new(rec.head, rec.tail, rec.log_id, rec.generation, scan.window);
+        let log = Self::assemble(region, &scan.region_meta, &lmeta, scan.active, rec.tail);
+        // A new generation, durably, before anything is appended: marks an earlier
+        // incarnation left past the recovered tail can then never pass for this one's.
+        let mut g = log.lock();
+        let next = g.active ^ 1;
+        let generation = rec.generation.wrapping_add(1);
+        let meta = LogMeta::new(rec.head, rec.tail, rec.log_id, generation, opts.window);
+        let plan = Plan {
+            head: rec.head,
+            old_tail: rec.tail,
+            new_tail: rec.tail,
+            mark: None,
+            meta: Some((next, meta)),
+        };
+        g = log.run_plan(g, plan)?;
+        drop(g);
         Ok((log, rec))
     }
 
@@ -154,23 +264,21 @@ impl<R: Region> Log<R> {
         Self::open(region)
     }
 
-    fn assemble(
-        region: R,
-        log_id: u64,
-        capacity: u64,
-        active: usize,
-        head: u64,
-        tail: u64,
-    ) -> Self {
+    fn assemble(region: R, rmeta: &RegionMeta, lmeta: &LogMeta, active: usize, tail: u64) -> Self {
         Log {
             region,
-            log_id,
-            capacity,
+            log_id: rmeta.log_id,
+            capacity: rmeta.capacity,
+            mark_key: rmeta.mark_key,
             inner: Mutex::new(Inner {
                 active,
-                head,
+                head: lmeta.head,
                 tail,
+                meta_tail: lmeta.tail,
+                generation: lmeta.generation,
+                window: lmeta.window,
                 staged_tail: tail,
+                batch_crc: 0,
                 committing: false,
                 failed: false,
                 stats: LogStats::default(),
@@ -206,9 +314,9 @@ impl<R: Region> Log<R> {
         self.capacity
     }
 
-    /// Largest payload one record can carry.
+    /// Largest payload one record can carry (room for one commit mark stays reserved).
     pub fn max_payload(&self) -> u64 {
-        (self.capacity - RECORD_HEADER_LEN).min(u64::from(u32::MAX))
+        (self.capacity - RECORD_HEADER_LEN - MARK_SIZE).min(u64::from(MARK_FLAG - 1))
     }
 
     /// Durable head.
@@ -221,10 +329,11 @@ impl<R: Region> Log<R> {
         self.lock().tail
     }
 
-    /// Bytes free for new records (capacity minus live and staged bytes).
+    /// Bytes free for new records (capacity minus live and staged bytes, minus the room
+    /// reserved for the next commit mark).
     pub fn free_bytes(&self) -> u64 {
         let g = self.lock();
-        self.capacity - (g.staged_tail - g.head)
+        (self.capacity - (g.staged_tail - g.head)).saturating_sub(MARK_SIZE)
     }
 
     /// Counters since open.
@@ -297,10 +406,9 @@ impl<R: Region> Log<R> {
         }
         if pos < g.tail {
             // Must be a record boundary.
-            self.read_record(pos, (g.head, g.tail), false)?;
+            self.read_entry(pos, (g.head, g.tail), false)?;
         }
-        let target = g.staged_tail;
-        let g = self.run_commit(g, pos, target)?;
+        let g = self.run_commit(g, pos, true)?;
         assert!(
             g.head >= pos,
             "head {} below requested {pos} after commit",
@@ -312,14 +420,18 @@ impl<R: Region> Log<R> {
     /// Reads the durable record at `pos`.
     pub fn read(&self, pos: u64) -> Result<Record, LogError> {
         let g = self.lock();
+        let bad = LogError::BadPosition {
+            pos,
+            head: g.head,
+            tail: g.tail,
+        };
         if pos < g.head || pos >= g.tail {
-            return Err(LogError::BadPosition {
-                pos,
-                head: g.head,
-                tail: g.tail,
-            });
+            return Err(bad);
         }
-        self.read_record(pos, (g.head, g.tail), false)
+        match self.read_entry(pos, (g.head, g.tail), false)? {
+            Entry::Record(r) => Ok(r),
+            Entry::Mark { .. } => Err(bad),
+        }
     }
 
     /// Iterates the durable records from the head.
@@ -361,21 +473,23 @@ impl<R: Region> Log<R> {
             }
             total += record_size(len);
         }
-        let used = g.staged_tail - g.head;
-        if total > self.capacity - used {
+        // Room for the records and for the mark that will close their batch.
+        let free = self.capacity - (g.staged_tail - g.head);
+        if total + MARK_SIZE > free {
             return Err(LogError::Full {
                 needed_bytes: total,
-                free_bytes: self.capacity - used,
+                free_bytes: free.saturating_sub(MARK_SIZE),
                 capacity_bytes: self.capacity,
             });
         }
         let start = g.staged_tail;
-        if start.checked_add(total).is_none() {
+        if start.checked_add(total + MARK_SIZE).is_none() {
             return Err(LogError::PositionsExhausted { tail: start });
         }
         let mut buf = std::mem::take(&mut g.scratch);
         buf.clear();
         let mut pos = start;
+        let mut batch_crc = g.batch_crc;
         for p in payloads {
             let len = p.len() as u64;
             let size = record_size(len);
@@ -383,7 +497,7 @@ impl<R: Region> Log<R> {
             buf.resize(at + size as usize, 0);
             let body = &mut buf[at + RECORD_HEADER_LEN as usize..];
             body[..p.len()].copy_from_slice(p);
-            // `len <= max <= u32::MAX` was checked above.
+            // `len <= max < MARK_FLAG` was checked above.
             let len32 = len as u32;
             let crc = record_crc(len32, pos, body);
             let hdr = RecordHeader {
@@ -392,6 +506,7 @@ impl<R: Region> Log<R> {
                 pos,
             };
             buf[at..at + RECORD_HEADER_LEN as usize].copy_from_slice(bytemuck::bytes_of(&hdr));
+            batch_crc = crc32c::crc32c_append(batch_crc, bytemuck::bytes_of(&hdr));
             if let Some(v) = positions.as_deref_mut() {
                 v.push(pos);
             }
@@ -401,9 +516,10 @@ impl<R: Region> Log<R> {
         g.scratch = buf;
         res?;
         g.staged_tail = pos;
+        g.batch_crc = batch_crc;
         g.stats.records_appended += payloads.len() as u64;
         assert!(
-            g.staged_tail - g.head <= self.capacity,
+            g.staged_tail - g.head + MARK_SIZE <= self.capacity,
             "staged beyond capacity"
         );
         Ok((start, pos))
@@ -429,36 +545,90 @@ impl<R: Region> Log<R> {
             if g.committing {
                 g = self.wait(g);
             } else {
-                let (head, target) = (g.head, g.staged_tail);
-                g = self.run_commit(g, head, target)?;
+                let head = g.head;
+                g = self.run_commit(g, head, false)?;
             }
         }
     }
 
-    /// Runs one commit of (`head`, `tail`) with the mutex released during the I/O.
+    /// Plans one commit of everything staged (closing it with a mark) and of `head`, and runs
+    /// it with the mutex released during the I/O. `force_meta` asks for a metadata commit.
     fn run_commit<'a>(
         &'a self,
         mut g: MutexGuard<'a, Inner>,
         head: u64,
-        tail: u64,
+        force_meta: bool,
     ) -> Result<MutexGuard<'a, Inner>, LogError> {
         assert!(!g.committing, "two commits at once");
         assert!(
-            head >= g.head && tail >= g.tail && head <= tail,
+            head >= g.head && head <= g.tail,
+            "commit moves the head backwards"
+        );
+        let old_tail = g.tail;
+        let mut new_tail = old_tail;
+        let mut mark = None;
+        if g.staged_tail > old_tail {
+            // Close the batch: its mark goes right after its records (stage kept room for it).
+            let at = g.staged_tail;
+            let body = CommitMark {
+                generation: g.generation,
+                start: old_tail,
+                batch_crc: u64::from(g.batch_crc),
+                key: self.mark_key,
+            };
+            mark = Some((at, body));
+            new_tail = at + MARK_SIZE;
+            g.staged_tail = new_tail;
+            g.batch_crc = 0;
+            assert!(
+                new_tail - g.head <= self.capacity,
+                "the mark must fit in the room stage reserved"
+            );
+        }
+        let one_fence =
+            !force_meta && head == g.head && g.window > 0 && new_tail - g.meta_tail <= g.window;
+        let meta = (!one_fence).then(|| {
+            (
+                g.active ^ 1,
+                LogMeta::new(head, new_tail, self.log_id, g.generation, g.window),
+            )
+        });
+        let plan = Plan {
+            head,
+            old_tail,
+            new_tail,
+            mark,
+            meta,
+        };
+        self.run_plan(g, plan)
+    }
+
+    fn run_plan<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        plan: Plan,
+    ) -> Result<MutexGuard<'a, Inner>, LogError> {
+        assert!(!g.committing, "two commits at once");
+        assert!(
+            plan.new_tail >= plan.old_tail && plan.head <= plan.new_tail,
             "commit moves backwards"
         );
-        assert!(tail <= g.staged_tail, "commit past the staged tail");
         g.committing = true;
-        let (old_tail, next) = (g.tail, g.active ^ 1);
         drop(g);
-        let res = self.commit_io(next, head, old_tail, tail);
+        let res = self.commit_io(&plan);
         let mut g = self.lock();
         g.committing = false;
         match res {
             Ok(()) => {
-                g.active = next;
-                g.head = head;
-                g.tail = tail;
+                g.head = plan.head;
+                g.tail = plan.new_tail;
+                if let Some((next, meta)) = plan.meta {
+                    g.active = next;
+                    g.meta_tail = meta.tail;
+                    g.generation = meta.generation;
+                    g.window = meta.window;
+                    g.stats.metadata_commits += 1;
+                }
                 g.stats.commits += 1;
             }
             Err(_) => g.failed = true,
@@ -467,11 +637,22 @@ impl<R: Region> Log<R> {
         res.map(|()| g)
     }
 
-    fn commit_io(&self, next: usize, head: u64, old_tail: u64, tail: u64) -> Result<(), LogError> {
-        if tail > old_tail {
-            self.flush_circ(old_tail, tail - old_tail)?;
+    fn commit_io(&self, plan: &Plan) -> Result<(), LogError> {
+        if let Some((at, body)) = plan.mark {
+            let mut bytes = [0u8; MARK_SIZE as usize];
+            let len = MARK_FLAG | MARK_BODY_LEN;
+            let crc = record_crc(len, at, bytemuck::bytes_of(&body));
+            let hdr = RecordHeader { len, crc, pos: at };
+            bytes[..RECORD_HEADER_LEN as usize].copy_from_slice(bytemuck::bytes_of(&hdr));
+            bytes[RECORD_HEADER_LEN as usize..].copy_from_slice(bytemuck::bytes_of(&body));
+            self.write_circ(at, &bytes)?;
         }
-        let meta = LogMeta::new(head, tail, self.log_id);
+        if plan.new_tail > plan.old_tail {
+            self.flush_circ(plan.old_tail, plan.new_tail - plan.old_tail)?;
+        }
+        let Some((next, meta)) = plan.meta else {
+            return self.region.fence().map_err(LogError::from);
+        };
         self.region
             .write(LOG_META_OFF[next], bytemuck::bytes_of(&meta))?;
         self.region
@@ -505,15 +686,15 @@ impl<R: Region> Log<R> {
         Ok(())
     }
 
-    /// Reads and verifies the record at `pos`; `trusted` says `pos` is known to be a record
+    /// Reads and verifies the entry at `pos`; `trusted` says `pos` is known to be a record
     /// boundary (so a position mismatch is corruption, not a bad argument).
-    fn read_record(
+    fn read_entry(
         &self,
         pos: u64,
         (head, tail): (u64, u64),
         trusted: bool,
-    ) -> Result<Record, LogError> {
-        read_record(&self.region, self.capacity, pos, (head, tail), trusted)
+    ) -> Result<Entry, LogError> {
+        read_entry(&self.region, self.capacity, pos, (head, tail), trusted)
     }
 }
 
@@ -530,31 +711,34 @@ impl<R: Region> Iterator for LogIter<'_, R> {
     type Item = Result<Record, LogError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let g = self.log.lock();
-        if self.pos >= g.tail && self.pos >= g.head {
-            return None;
-        }
-        if self.pos < g.head {
-            self.done = true;
-            return Some(Err(LogError::BadPosition {
-                pos: self.pos,
-                head: g.head,
-                tail: g.tail,
-            }));
-        }
-        let res = self.log.read_record(self.pos, (g.head, g.tail), true);
-        drop(g);
-        match res {
-            Ok(r) => {
-                self.pos = r.next;
-                Some(Ok(r))
+        loop {
+            if self.done {
+                return None;
             }
-            Err(e) => {
+            let g = self.log.lock();
+            if self.pos >= g.tail && self.pos >= g.head {
+                return None;
+            }
+            if self.pos < g.head {
                 self.done = true;
-                Some(Err(e))
+                return Some(Err(LogError::BadPosition {
+                    pos: self.pos,
+                    head: g.head,
+                    tail: g.tail,
+                }));
+            }
+            let res = self.log.read_entry(self.pos, (g.head, g.tail), true);
+            drop(g);
+            match res {
+                Ok(Entry::Record(r)) => {
+                    self.pos = r.next;
+                    return Some(Ok(r));
+                }
+                Ok(Entry::Mark { next, .. }) => self.pos = next,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
         }
     }
@@ -584,15 +768,27 @@ fn read_circ<R: Region + ?Sized>(
     Ok(())
 }
 
-fn read_record<R: Region + ?Sized>(
+/// A verified entry of the log area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Record(Record),
+    Mark {
+        pos: u64,
+        next: u64,
+        header: RecordHeader,
+        mark: CommitMark,
+    },
+}
+
+fn read_entry<R: Region + ?Sized>(
     region: &R,
     capacity: u64,
     pos: u64,
     (head, tail): (u64, u64),
     trusted: bool,
-) -> Result<Record, LogError> {
+) -> Result<Entry, LogError> {
     let hdr_off = LOG_AREA_OFF + pos % capacity;
-    if tail - pos < RECORD_HEADER_LEN {
+    if tail < pos || tail - pos < RECORD_HEADER_LEN {
         return Err(corrupt(
             Location::RecordHeader { pos },
             hdr_off,
@@ -613,6 +809,41 @@ fn read_record<R: Region + ?Sized>(
             format!("header names position {} instead of {pos}", hdr.pos),
         ));
     }
+    if hdr.len & MARK_FLAG != 0 {
+        if hdr.len != MARK_FLAG | MARK_BODY_LEN {
+            return Err(corrupt(
+                Location::CommitMark { pos },
+                hdr_off,
+                format!(
+                    "mark length {:#x} is not {MARK_BODY_LEN}",
+                    hdr.len & !MARK_FLAG
+                ),
+            ));
+        }
+        if MARK_SIZE > tail - pos {
+            return Err(corrupt(
+                Location::CommitMark { pos },
+                hdr_off,
+                format!("mark runs past the tail at {tail}"),
+            ));
+        }
+        let mut body = [0u8; MARK_BODY_LEN as usize];
+        read_circ(region, capacity, pos + RECORD_HEADER_LEN, &mut body)?;
+        let crc = record_crc(hdr.len, pos, &body);
+        if crc != hdr.crc {
+            return Err(corrupt(
+                Location::CommitMark { pos },
+                hdr_off,
+                format!("checksum {crc:#010x} != stored {:#010x}", hdr.crc),
+            ));
+        }
+        return Ok(Entry::Mark {
+            pos,
+            next: pos + MARK_SIZE,
+            header: hdr,
+            mark: bytemuck::pod_read_unaligned(&body),
+        });
+    }
     let size = record_size(u64::from(hdr.len));
     if size > tail - pos {
         return Err(corrupt(
@@ -632,11 +863,11 @@ fn read_record<R: Region + ?Sized>(
         ));
     }
     body.truncate(hdr.len as usize);
-    Ok(Record {
+    Ok(Entry::Record(Record {
         pos,
         next: pos + size,
         payload: body,
-    })
+    }))
 }
 
 fn read_pod<T: bytemuck::Pod, R: Region + ?Sized>(region: &R, off: u64) -> Result<T, LogError> {
@@ -651,11 +882,50 @@ fn read_selector<R: Region + ?Sized>(region: &R) -> Result<u64, LogError> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// Verifies a log region without building a [`Log`]: every metadata block and every live
-/// record. Used by [`Log::open`] and by `keel log verify`.
+/// Verifies a log region without building a [`Log`] (and without writing to it): every
+/// metadata block and every live record. Used by `keel log verify`.
 pub fn recover_region<R: Region + ?Sized>(region: &R) -> Result<Recovered, LogError> {
-    let (rec, _) = scan_region(region, |_| {})?;
-    Ok(rec)
+    Ok(scan_full(region, |_| {})?.recovered)
+}
+
+/// One live entry as [`scan_layout`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayoutEntry {
+    /// Logical position.
+    pub pos: u64,
+    /// Position of the next entry.
+    pub next: u64,
+    /// A commit mark (else a record).
+    pub mark: bool,
+}
+
+/// Every live entry (records and commit marks) of a log region in order, with what recovery
+/// found and the index of the live metadata copy. For the crash checker and `keel log dump`.
+pub fn scan_layout<R: Region + ?Sized>(
+    region: &R,
+) -> Result<(Recovered, usize, Vec<LayoutEntry>), LogError> {
+    let mut out = Vec::new();
+    let s = scan_full(region, |v| {
+        out.push(match v {
+            Visit::Record(r) => LayoutEntry {
+                pos: r.pos,
+                next: r.next,
+                mark: false,
+            },
+            Visit::Mark(pos, next) => LayoutEntry {
+                pos,
+                next,
+                mark: true,
+            },
+        })
+    })?;
+    Ok((s.recovered, s.active, out))
+}
+
+/// What the scan visits.
+enum Visit<'a> {
+    Record(&'a Record),
+    Mark(u64, u64),
 }
 
 /// Like [`recover_region`], calling `each` for every live record in order; also returns the
@@ -664,6 +934,33 @@ pub fn scan_region<R: Region + ?Sized>(
     region: &R,
     mut each: impl FnMut(&Record),
 ) -> Result<(Recovered, usize), LogError> {
+    let s = scan_full(region, |v| {
+        if let Visit::Record(r) = v {
+            each(r)
+        }
+    })?;
+    Ok((s.recovered, s.active))
+}
+
+/// Everything recovery learns.
+struct Scan {
+    recovered: Recovered,
+    active: usize,
+    region_meta: RegionMeta,
+    window: u64,
+}
+
+/// How one batch past the metadata tail failed.
+struct BatchFailure {
+    error: LogError,
+    /// Something of this batch was written (a header naming its position).
+    started: bool,
+}
+
+fn scan_full<R: Region + ?Sized>(
+    region: &R,
+    mut each: impl FnMut(Visit<'_>),
+) -> Result<Scan, LogError> {
     let region_len = region.len();
     let min_len = LOG_AREA_OFF + MIN_CAPACITY;
     if region_len < min_len {
@@ -750,6 +1047,7 @@ pub fn scan_region<R: Region + ?Sized>(
         || m.tail - m.head > r.capacity
         || !m.head.is_multiple_of(8)
         || !m.tail.is_multiple_of(8)
+        || m.head.checked_add(r.capacity).is_none()
     {
         return Err(corrupt(
             loc,
@@ -757,28 +1055,186 @@ pub fn scan_region<R: Region + ?Sized>(
             format!("head {} / tail {} inconsistent", m.head, m.tail),
         ));
     }
+    let capacity = r.capacity;
+    // Records the metadata covers: any damage is corruption.
     let mut pos = m.head;
     let mut records = 0u64;
     while pos < m.tail {
-        let rec = read_record(region, r.capacity, pos, (m.head, m.tail), true)?;
-        assert!(
-            rec.next > pos && rec.next <= m.tail,
-            "record walk must advance within tail"
-        );
-        each(&rec);
-        pos = rec.next;
-        records += 1;
+        match read_entry(region, capacity, pos, (m.head, m.tail), true)? {
+            Entry::Record(rec) => {
+                assert!(
+                    rec.next > pos && rec.next <= m.tail,
+                    "record walk must advance within tail"
+                );
+                each(Visit::Record(&rec));
+                records += 1;
+                pos = rec.next;
+            }
+            Entry::Mark { next, .. } => {
+                each(Visit::Mark(pos, next));
+                pos = next;
+            }
+        }
     }
-    Ok((
-        Recovered {
+    // Batches past it, each closed by a commit mark of this generation.
+    let limit = m.tail.saturating_add(m.window).min(m.head + capacity);
+    let mut last_batch_start = None;
+    let mut discarded_batch_at = None;
+    while pos < limit {
+        match read_batch(region, &r, &m, pos, limit) {
+            Ok((next, batch)) => {
+                for rec in &batch {
+                    each(Visit::Record(rec));
+                }
+                each(Visit::Mark(next - MARK_SIZE, next));
+                records += batch.len() as u64;
+                last_batch_start = Some(pos);
+                pos = next;
+            }
+            Err(fail) => {
+                let own_mark = find_mark(region, &r, &m, pos, limit, |start| start == pos)?;
+                if find_mark(region, &r, &m, pos, limit, |start| start > pos)?.is_some() {
+                    // A later batch was committed after this one's fence: this is damage.
+                    return Err(fail.error);
+                }
+                if fail.started || own_mark.is_some() {
+                    discarded_batch_at = Some(pos);
+                }
+                break;
+            }
+        }
+    }
+    Ok(Scan {
+        recovered: Recovered {
             head: m.head,
-            tail: m.tail,
+            tail: pos,
             records,
             log_id: r.log_id,
-            capacity: r.capacity,
+            capacity,
+            metadata_tail: m.tail,
+            generation: m.generation,
+            last_batch_start,
+            discarded_batch_at,
         },
         active,
-    ))
+        region_meta: r,
+        window: m.window,
+    })
+}
+
+/// Reads the batch starting at `start` (below `limit`): its records, each verified, up to a
+/// valid mark of this generation that closes exactly this batch.
+fn read_batch<R: Region + ?Sized>(
+    region: &R,
+    r: &RegionMeta,
+    m: &LogMeta,
+    start: u64,
+    limit: u64,
+) -> Result<(u64, Vec<Record>), BatchFailure> {
+    let mut pos = start;
+    let mut out = Vec::new();
+    let mut crc = 0u32;
+    let mut started = false;
+    loop {
+        let entry =
+            read_entry(region, r.capacity, pos, (m.head, limit), true).map_err(|error| {
+                // A header naming its own position is a sign the batch was being written.
+                let mut hb = [0u8; RECORD_HEADER_LEN as usize];
+                let named = pos + RECORD_HEADER_LEN <= limit
+                    && read_circ(region, r.capacity, pos, &mut hb).is_ok()
+                    && bytemuck::pod_read_unaligned::<RecordHeader>(&hb).pos == pos;
+                BatchFailure {
+                    error,
+                    started: started || named,
+                }
+            })?;
+        started = true;
+        match entry {
+            Entry::Record(rec) => {
+                let mut hb = [0u8; RECORD_HEADER_LEN as usize];
+                read_circ(region, r.capacity, pos, &mut hb)
+                    .map_err(|error| BatchFailure { error, started })?;
+                crc = crc32c::crc32c_append(crc, &hb);
+                pos = rec.next;
+                out.push(rec);
+            }
+            Entry::Mark {
+                pos: at,
+                next,
+                mark,
+                ..
+            } => {
+                let problem = if mark.key != r.mark_key {
+                    Some("mark key differs from the log's".to_string())
+                } else if mark.generation != m.generation {
+                    Some(format!(
+                        "mark of generation {} in generation {}",
+                        mark.generation, m.generation
+                    ))
+                } else if mark.start != start {
+                    Some(format!("mark closes a batch at {} not {start}", mark.start))
+                } else if mark.batch_crc != u64::from(crc) {
+                    Some(format!(
+                        "batch checksum {crc:#010x} != mark's {:#010x}",
+                        mark.batch_crc
+                    ))
+                } else {
+                    None
+                };
+                return match problem {
+                    None => Ok((next, out)),
+                    Some(detail) => Err(BatchFailure {
+                        error: corrupt(
+                            Location::CommitMark { pos: at },
+                            LOG_AREA_OFF + at % r.capacity,
+                            detail,
+                        ),
+                        started,
+                    }),
+                };
+            }
+        }
+    }
+}
+
+/// Finds a valid mark of this generation in `(after, limit)` whose batch start satisfies
+/// `want`; returns its position.
+fn find_mark<R: Region + ?Sized>(
+    region: &R,
+    r: &RegionMeta,
+    m: &LogMeta,
+    after: u64,
+    limit: u64,
+    want: impl Fn(u64) -> bool,
+) -> Result<Option<u64>, LogError> {
+    const CHUNK: u64 = 64 * 1024;
+    let hdr = RECORD_HEADER_LEN as usize;
+    let mut buf = vec![0u8; CHUNK as usize + hdr];
+    let mut at = after + 8;
+    while at + MARK_SIZE <= limit {
+        let n = (limit - at).min(CHUNK + RECORD_HEADER_LEN);
+        let chunk = &mut buf[..n as usize];
+        read_circ(region, r.capacity, at, chunk)?;
+        let mut i = 0usize;
+        while i + hdr <= chunk.len() {
+            let h: RecordHeader = bytemuck::pod_read_unaligned(&chunk[i..i + hdr]);
+            let q = at + i as u64;
+            let candidate =
+                h.pos == q && h.len == MARK_FLAG | MARK_BODY_LEN && q + MARK_SIZE <= limit;
+            if candidate
+                && let Ok(Entry::Mark { mark, .. }) =
+                    read_entry(region, r.capacity, q, (m.head, limit), true)
+                && mark.key == r.mark_key
+                && mark.generation == m.generation
+                && want(mark.start)
+            {
+                return Ok(Some(q));
+            }
+            i += 8;
+        }
+        at += CHUNK;
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -787,8 +1243,18 @@ mod tests {
     use crate::sim::SimRegion;
 
     #[test]
-    fn an_append_is_two_fences_and_the_selector_store_is_last() {
+    fn an_append_is_one_fence() {
         let log = Log::create(SimRegion::new(8192), 1).unwrap();
+        let before = log.region().counters();
+        log.append(b"abc").unwrap();
+        let after = log.region().counters();
+        assert_eq!(after.fences - before.fences, 1);
+        assert_eq!(log.stats().metadata_commits, 0);
+    }
+
+    #[test]
+    fn window_zero_appends_are_two_fences_and_the_selector_store_is_last() {
+        let log = Log::create_opts(SimRegion::new(8192), 1, LogOptions { window: 0 }).unwrap();
         let before = log.region().counters();
         log.region().start_recording();
         log.append(b"abc").unwrap();
@@ -808,6 +1274,71 @@ mod tests {
     }
 
     #[test]
+    fn the_first_commit_past_the_window_rewrites_the_metadata() {
+        let log = Log::create_opts(SimRegion::new(8192), 1, LogOptions { window: 200 }).unwrap();
+        for _ in 0..3 {
+            log.append(&[7; 40]).unwrap(); // 56 B record + 48 B mark per commit
+        }
+        let s = log.stats();
+        assert_eq!((s.commits, s.metadata_commits), (3, 1));
+        let (_, rec) = Log::open(log.into_region()).unwrap();
+        assert_eq!(rec.records, 3);
+        assert_eq!(rec.metadata_tail, 2 * 104);
+        assert_eq!(rec.last_batch_start, Some(2 * 104));
+    }
+
+    #[test]
+    fn a_torn_last_batch_is_dropped_and_reported_but_damage_before_a_later_batch_is_an_error() {
+        let log = Log::create(SimRegion::new(8192), 1).unwrap();
+        let a = log.append(b"first").unwrap();
+        let b = log.append(b"second").unwrap();
+        let img = log.region().durable_image();
+        // Damage the last batch's payload: indistinguishable from a torn write.
+        let mut last = img.clone();
+        last[(LOG_AREA_OFF + b + RECORD_HEADER_LEN) as usize] ^= 1;
+        let (log2, rec) = Log::open(SimRegion::from_image(last)).unwrap();
+        assert_eq!(rec.records, 1);
+        assert_eq!(rec.discarded_batch_at, Some(b));
+        assert_eq!(log2.iter().count(), 1);
+        // Damage the first batch: the second batch's mark proves it was committed.
+        let mut first = img;
+        first[(LOG_AREA_OFF + a + RECORD_HEADER_LEN) as usize] ^= 1;
+        match Log::open(SimRegion::from_image(first)) {
+            Err(LogError::Corrupt { location, .. }) => {
+                assert_eq!(location, Location::RecordPayload { pos: a })
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn marks_of_an_earlier_incarnation_never_resurrect_dropped_records() {
+        // Incarnation 1 leaves a torn batch [x, y] whose mark reached the medium but whose
+        // second record did not; incarnation 2 rewrites x alone and crashes before its mark.
+        let log = Log::create(SimRegion::new(8192), 1).unwrap();
+        log.append(b"base").unwrap();
+        let region = log.into_region();
+        let image = region.durable_image();
+        let (log, rec) = Log::open(SimRegion::from_image(image)).unwrap();
+        assert_eq!(rec.generation, 1);
+        let x = log.append_batch(&[b"xxxxxxxx", b"yyyyyyyy"]).unwrap();
+        let mut img = log.region().durable_image();
+        // Tear: y's payload never reached the medium.
+        let y_body = (LOG_AREA_OFF + x[1] + RECORD_HEADER_LEN) as usize;
+        img[y_body..y_body + 8].copy_from_slice(&[0; 8]);
+        let (log, rec) = Log::open(SimRegion::from_image(img)).unwrap();
+        assert_eq!(rec.records, 1);
+        assert_eq!(rec.discarded_batch_at, Some(x[0]));
+        // Incarnation 3 stages x again (same bytes, same position) and crashes before its mark;
+        // then the old y is restored by a lucky tear: generation 2's mark must not count.
+        log.append_buffered(b"xxxxxxxx").unwrap();
+        let mut img = log.region().current_image();
+        img[y_body..y_body + 8].copy_from_slice(b"yyyyyyyy");
+        let (_, rec) = Log::open(SimRegion::from_image(img)).unwrap();
+        assert_eq!(rec.records, 1, "{rec:?}");
+    }
+
+    #[test]
     fn group_commit_merges_buffered_appends_into_one_commit() {
         let log = Log::create(SimRegion::new(8192), 1).unwrap();
         for i in 0..10u8 {
@@ -815,7 +1346,7 @@ mod tests {
         }
         let rep = log.sync().unwrap();
         assert_eq!(log.stats().commits, 1);
-        assert_eq!(rep.tail, 10 * record_size(9));
+        assert_eq!(rep.tail, 10 * record_size(9) + MARK_SIZE);
         assert_eq!(log.iter().count(), 10);
     }
 }

@@ -3,7 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use keel_pmem::check::{CheckConfig, CheckReport, Op, SplitMix, check_bit_flips, check_trace};
-use keel_pmem::{Log, SimRegion};
+use keel_pmem::{Log, LogOptions, SimRegion};
+
+/// The windows every check runs with: two fences for every commit (0), one fence with a
+/// window smaller than the log area (so the first commit past it rewrites the metadata), and
+/// the default (larger than these small log areas).
+const WINDOWS: [u64; 3] = [0, 96, keel_pmem::layout::DEFAULT_WINDOW];
 
 fn cfg(region_bytes: u64, seed: u64) -> CheckConfig {
     CheckConfig {
@@ -12,6 +17,7 @@ fn cfg(region_bytes: u64, seed: u64) -> CheckConfig {
         samples_per_point: 24,
         seed,
         append_after_recovery: true,
+        window: keel_pmem::layout::DEFAULT_WINDOW,
     }
 }
 
@@ -39,19 +45,23 @@ fn crash_states_of_short_traces_are_all_before_or_after_the_op_exhaustively() {
             Op::Release(0),
             Op::Append(p(1, 8)),
         ],
-        // The largest exhaustive point: 11 pending words (2^11 subsets).
-        vec![Op::Batch(vec![p(24, 9), p(24, 10)])],
+        // The largest exhaustive point: two records and their mark, 13 pending words.
+        vec![Op::Batch(vec![p(16, 9), p(8, 10)])],
         // Wrap around a 128-byte log area with releases in between.
         (0..12)
-            .flat_map(|i| [Op::Append(p(20 + i, i as u8)), Op::Release(1)])
+            .flat_map(|i| [Op::Append(p(2 + i % 6, i as u8)), Op::Release(1)])
             .collect(),
     ];
     let mut total = CheckReport::default();
-    for (i, t) in traces.iter().enumerate() {
-        let r = check_trace(t, &cfg(4096 + 128, i as u64)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.sampled_points, 0, "trace {i} should be exhaustive: {r:?}");
-        assert!(r.states > 0);
-        total.add(&r);
+    for window in WINDOWS {
+        for (i, t) in traces.iter().enumerate() {
+            let mut c = cfg(4096 + 128, i as u64);
+            c.window = window;
+            let r = check_trace(t, &c).unwrap_or_else(|e| panic!("window {window}: {e}"));
+            assert_eq!(r.sampled_points, 0, "trace {i} should be exhaustive: {r:?}");
+            assert!(r.states > 0);
+            total.add(&r);
+        }
     }
     println!(
         "crash checker, exhaustive: {} ops, {} crash points, {} crash states (max {} pending words)",
@@ -73,6 +83,7 @@ fn crash_states_of_long_random_traces_are_sampled_and_hold_the_prefix() {
     let mut rng = SplitMix::new(seed);
     let mut total = CheckReport::default();
     for t in 0..3u64 {
+        let window = WINDOWS[t as usize];
         let ops: Vec<Op> = (0..ops_n)
             .map(|_| match rng.below(10) {
                 0..=4 => Op::Append(p(rng.below(90) as usize, rng.below(256) as u8)),
@@ -88,6 +99,7 @@ fn crash_states_of_long_random_traces_are_sampled_and_hold_the_prefix() {
         c.append_after_recovery = false;
         c.exhaustive_max_words = 8;
         c.samples_per_point = 32;
+        c.window = window;
         let r = check_trace(&ops, &c).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         total.add(&r);
     }
@@ -106,8 +118,8 @@ fn crash_states_of_long_random_traces_are_sampled_and_hold_the_prefix() {
     );
 }
 
-fn built_image(wrap: bool) -> Vec<u8> {
-    let log = Log::create(SimRegion::new(4096 + 256), 9).unwrap();
+fn built_image(wrap: bool, window: u64) -> Vec<u8> {
+    let log = Log::create_opts(SimRegion::new(4096 + 512), 9, LogOptions { window }).unwrap();
     if wrap {
         for i in 0..10u8 {
             let pos = log.append(&p(30 + i as usize, i)).unwrap();
@@ -126,13 +138,24 @@ fn built_image(wrap: bool) -> Vec<u8> {
 fn every_single_bit_flip_in_metadata_and_records_is_detected_or_harmless() {
     let mut single = 0;
     let mut multi = 0;
-    for (i, wrap) in [false, true].into_iter().enumerate() {
-        let r = check_bit_flips(&built_image(wrap), 64, i as u64).unwrap_or_else(|e| panic!("{e}"));
+    let mut dropped = 0;
+    for (i, (wrap, window)) in [false, true]
+        .into_iter()
+        .flat_map(|w| WINDOWS.map(|n| (w, n)))
+        .enumerate()
+    {
+        let r = check_bit_flips(&built_image(wrap, window), 64, i as u64)
+            .unwrap_or_else(|e| panic!("window {window} wrap {wrap}: {e}"));
         assert!(r.detected > 0 && r.harmless > 0);
+        if window == 0 {
+            assert_eq!(r.discarded_last_batch, 0, "window 0 detects every flip");
+        }
         single += r.single;
         multi += r.multi;
+        dropped += r.discarded_last_batch;
     }
     println!(
-        "bit flips: {single} single-bit flips (exhaustive), {multi} multi-bit flip sets (sampled)"
+        "bit flips: {single} single-bit flips (exhaustive), {multi} multi-bit flip sets (sampled); \
+         {dropped} of them hit the last one-fence batch and ended the log before it (reported)"
     );
 }

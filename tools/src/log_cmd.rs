@@ -90,12 +90,27 @@ pub fn run(args: LogArgs) -> anyhow::Result<i32> {
             )?;
             writeln!(
                 out,
-                "  live metadata copy {active}: head {} tail {} ({} bytes used, {} free)",
+                "  live metadata copy {active}; head {} tail {} ({} bytes used, {} free)",
                 rec.head,
                 rec.tail,
                 rec.tail - rec.head,
                 rec.capacity - (rec.tail - rec.head)
             )?;
+            writeln!(
+                out,
+                "  generation {}: metadata covers up to {}, commit marks from there on{}",
+                rec.generation,
+                rec.metadata_tail,
+                rec.last_batch_start
+                    .map_or(String::new(), |b| format!(" (last batch at {b})"))
+            )?;
+            if let Some(at) = rec.discarded_batch_at {
+                writeln!(
+                    out,
+                    "  an incomplete batch at log position {at} is not part of the log \
+                     (a crash during its commit, or damage to the last batch after it)"
+                )?;
+            }
             writeln!(
                 out,
                 "  records: {} (all checksums verified), {payload_bytes} payload bytes",

@@ -47,7 +47,8 @@ fn verify_reports_an_intact_log_and_exits_zero() {
         "{out}"
     );
     assert!(out.contains("log id 77"), "{out}");
-    assert!(out.contains("ends at log position 104"), "{out}");
+    // Three records (104 bytes) and the two commit marks (48 bytes each) closing the batches.
+    assert!(out.contains("ends at log position 200"), "{out}");
 }
 
 #[test]
@@ -56,7 +57,7 @@ fn verify_finds_a_damaged_record_and_says_where() {
     let path = dir.path().join("log");
     let pos = make_log(&path);
     let mut bytes = std::fs::read(&path).unwrap();
-    let off = 4096 + pos[1] as usize + 16 + 2;
+    let off = 4096 + pos[0] as usize + 16 + 2;
     bytes[off] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
     let o = keel(&["log", "verify", path.to_str().unwrap()]);
@@ -64,12 +65,30 @@ fn verify_finds_a_damaged_record_and_says_where() {
     assert_eq!(o.status.code(), Some(2), "{out}{err}");
     assert!(err.contains("CORRUPT"), "{err}");
     assert!(
-        err.contains(&format!("record payload at log position {}", pos[1])),
+        err.contains(&format!("record payload at log position {}", pos[0])),
         "{err}"
     );
     assert!(
-        err.contains(&format!("region offset {}", 4096 + pos[1])),
+        err.contains(&format!("region offset {}", 4096 + pos[0])),
         "{err}"
+    );
+}
+
+#[test]
+fn verify_says_when_the_last_one_fence_batch_is_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let pos = make_log(&path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[4096 + pos[2] as usize + 16] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let o = keel(&["log", "verify", path.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("records: 1 "), "{out}");
+    assert!(
+        out.contains(&format!("incomplete batch at log position {}", pos[1])),
+        "{out}"
     );
 }
 

@@ -541,6 +541,30 @@ impl ShmSource {
     pub fn stored_head(&self) -> u64 {
         self.region.atomic_u64(OFF_HEAD).load(LOAD_HEAD)
     }
+
+    /// A handle that tells, from any thread, whether the writer published frames this end
+    /// has not consumed (for a [`Doorbell::sleep`]'s `ready` check).
+    pub fn watch(&self) -> RingWatch {
+        RingWatch {
+            region: Arc::clone(&self.region),
+        }
+    }
+}
+
+/// See [`ShmSource::watch`].
+#[derive(Debug, Clone)]
+pub struct RingWatch {
+    region: Arc<Region>,
+}
+
+impl RingWatch {
+    /// Whether the published tail is past the head the reader last stored (the reader stores
+    /// its head at the end of every poll, so after a poll that drained the ring this is false
+    /// until the writer publishes more).
+    pub fn has_unread(&self) -> bool {
+        self.region.atomic_u64(OFF_TAIL).load(LOAD_TAIL)
+            != self.region.atomic_u64(OFF_HEAD).load(Ordering::Relaxed)
+    }
 }
 
 impl RingSource for ShmSource {
@@ -586,6 +610,262 @@ impl RingSource for ShmSource {
             // faults and reads nothing the program observes.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast::<i8>()) };
         }
+    }
+}
+
+/// Ordering of the sleeper's flag store and of the fences on both sides of the doorbell
+/// protocol (see [`Doorbell`]).
+pub(crate) const BELL: Ordering = Ordering::SeqCst;
+
+const BELL_MAGIC: u64 = u64::from_le_bytes(*b"KEELBELL");
+const BELL_BYTES: usize = 4096;
+const OFF_BELL_WORD: usize = 64;
+const OFF_BELL_WAKES: usize = 128;
+/// The doorbell word's values.
+const AWAKE: u32 = 0;
+const SLEEPING: u32 = 1;
+
+/// How a [`Doorbell::sleep`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// `ready()`, checked after the sleeper announced itself, said there was work: it did not
+    /// sleep.
+    Ready,
+    /// A [`Doorbell::ring`] woke it.
+    Rung,
+    /// The timeout passed (or the kernel woke it spuriously) with no ring.
+    TimedOut,
+}
+
+/// A doorbell in shared memory: one futex word on which a receiver that has nothing to do
+/// sleeps, and which any number of writers, in any process that maps it, ring after they
+/// published work. A receiver with several inbound rings sleeps on one doorbell that every
+/// ring's writer rings (a thread can wait on one futex word only).
+///
+/// The hot path stays free of syscalls: a writer makes the `FUTEX_WAKE` call only when the
+/// receiver has announced that it is about to sleep. The protocol (model-checked by the
+/// `loom_doorbell_*` tests):
+///
+/// - sleeper: swap `SLEEPING` into the word, then check for work (`ready()`); if there is
+///   some, swap `AWAKE` back and return; else `FUTEX_WAIT` while the word is `SLEEPING`.
+/// - writer: publish the work (e.g. the ring's tail, release), then swap `AWAKE` into the word;
+///   only if it was `SLEEPING`, `FUTEX_WAKE`.
+///
+/// Every change of the word is a `SeqCst` read-modify-write, never a plain store or load, so
+/// the changes form one chain in which each acquires what the one before released. If the
+/// writer's swap comes after the sleeper's, it reads `SLEEPING` and wakes it; if before, the
+/// sleeper's swap acquires the writer's publication and `ready()` finds the work: no lost
+/// wake-up, without a fence (on x86 each swap is one `xchg`, the cost of a `SeqCst` store).
+/// The kernel checks the word and queues the sleeper atomically, so a ring between the check
+/// and the sleep makes the wait return at once. The futex is not `FUTEX_PRIVATE_FLAG`: the word
+/// is in a `MAP_SHARED` mapping that other processes map, and the kernel keys it by the file
+/// page.
+#[derive(Debug, Clone)]
+pub struct Doorbell {
+    map: Arc<BellMap>,
+}
+
+#[derive(Debug)]
+struct BellMap {
+    map: MmapRaw,
+    path: Option<PathBuf>,
+    unlink_on_drop: bool,
+}
+
+impl Drop for BellMap {
+    fn drop(&mut self) {
+        if let (true, Some(path)) = (self.unlink_on_drop, &self.path) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Doorbell {
+    /// A doorbell for this process only (an anonymous shared mapping).
+    pub fn anonymous() -> Result<Doorbell, ShmError> {
+        let map = MmapOptions::new()
+            .len(BELL_BYTES)
+            .map_anon()
+            .map_err(ShmError::Map)?;
+        let bell = Doorbell {
+            map: Arc::new(BellMap {
+                map: MmapRaw::from(map),
+                path: None,
+                unlink_on_drop: false,
+            }),
+        };
+        bell.word_u64(0).store(BELL_MAGIC, Ordering::Release);
+        Ok(bell)
+    }
+
+    /// Creates the receiver's doorbell file at `path`, replacing one an earlier incarnation
+    /// left (built under a private name and renamed over it, so an opener never maps a
+    /// half-made file). Removed when the creator's last handle is dropped.
+    pub fn create(path: &Path) -> Result<Doorbell, ShmError> {
+        let create = |source| ShmError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        let mut building = path.as_os_str().to_owned();
+        building.push(format!(".building-{}", std::process::id()));
+        let building = PathBuf::from(building);
+        let _ = std::fs::remove_file(&building);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&building)
+            .map_err(create)?;
+        let built = file
+            .set_len(BELL_BYTES as u64)
+            .map_err(create)
+            .and_then(|()| MmapOptions::new().map_raw(&file).map_err(ShmError::Map))
+            .and_then(|map| {
+                let bell = Doorbell {
+                    map: Arc::new(BellMap {
+                        map,
+                        path: Some(path.to_owned()),
+                        unlink_on_drop: true,
+                    }),
+                };
+                bell.word_u64(0).store(BELL_MAGIC, Ordering::Release);
+                std::fs::rename(&building, path).map_err(create)?;
+                Ok(bell)
+            });
+        if built.is_err() {
+            let _ = std::fs::remove_file(&building);
+        }
+        built
+    }
+
+    /// Maps the doorbell file another process created (to ring it).
+    pub fn open(path: &Path) -> Result<Doorbell, ShmError> {
+        let open = |source| ShmError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(open)?;
+        let len = file.metadata().map_err(open)?.len();
+        let bad = |magic| ShmError::BadLayout {
+            path: path.to_owned(),
+            magic,
+            version: 0,
+            len,
+        };
+        if len != BELL_BYTES as u64 {
+            return Err(bad(0));
+        }
+        let bell = Doorbell {
+            map: Arc::new(BellMap {
+                map: MmapOptions::new().map_raw(&file).map_err(ShmError::Map)?,
+                path: Some(path.to_owned()),
+                unlink_on_drop: false,
+            }),
+        };
+        let magic = bell.word_u64(0).load(Ordering::Acquire);
+        if magic != BELL_MAGIC {
+            return Err(bad(magic));
+        }
+        Ok(bell)
+    }
+
+    fn word_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= BELL_BYTES);
+        // SAFETY: the mapping is page-aligned and BELL_BYTES long, so base+offset is 8-aligned
+        // and in bounds; it lives as long as `self`; every process accesses the doorbell's
+        // words only through atomics.
+        unsafe { AtomicU64::from_ptr(self.map.map.as_mut_ptr().add(offset).cast::<u64>()) }
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: as in `word_u64`, 4-byte aligned and in bounds (OFF_BELL_WORD + 4 <=
+        // BELL_BYTES).
+        unsafe { AtomicU32::from_ptr(self.map.map.as_mut_ptr().add(OFF_BELL_WORD).cast::<u32>()) }
+    }
+
+    /// Wakes the sleeper if it announced it is about to sleep; call after publishing work.
+    /// Returns whether it made the wake syscall (otherwise it cost a fence and a swap).
+    pub fn ring(&self) -> bool {
+        // See the type's docs: a read-modify-write, never a plain load of the word.
+        if self.word().swap(AWAKE, BELL) != SLEEPING {
+            return false;
+        }
+        let word = self.word();
+        self.word_u64(OFF_BELL_WAKES)
+            .fetch_add(1, Ordering::Relaxed);
+        futex_wake(word);
+        true
+    }
+
+    /// Sleeps until rung or `timeout` passes, unless `ready()` (checked after announcing the
+    /// sleep) finds work. One sleeper per doorbell.
+    pub fn sleep(&self, timeout: Duration, ready: impl FnOnce() -> bool) -> Wake {
+        let word = self.word();
+        word.swap(SLEEPING, BELL);
+        if ready() {
+            word.swap(AWAKE, BELL);
+            return Wake::Ready;
+        }
+        futex_wait(word, SLEEPING, timeout);
+        if word.swap(AWAKE, BELL) == AWAKE {
+            Wake::Rung
+        } else {
+            Wake::TimedOut
+        }
+    }
+
+    /// How many times a writer made the wake syscall on this doorbell (all processes).
+    pub fn wakes(&self) -> u64 {
+        self.word_u64(OFF_BELL_WAKES).load(Ordering::Relaxed)
+    }
+
+    /// The doorbell file, if it has one.
+    pub fn path(&self) -> Option<&Path> {
+        self.map.path.as_deref()
+    }
+}
+
+/// `FUTEX_WAIT` (shared, not private) on `word` while it holds `expected`, for at most
+/// `timeout`. Returns on a wake, a timeout, a signal, or at once if the word differs.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(i32::try_from(timeout.subsec_nanos()).unwrap_or(0)),
+    };
+    // SAFETY: `word` is a valid, aligned u32 in a mapping that outlives the call; the kernel
+    // only reads it (and the timespec, which lives on our stack for the call). Errors
+    // (EAGAIN: the word changed, ETIMEDOUT, EINTR) all mean "return and let the caller look".
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &raw const ts,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// `FUTEX_WAKE` (shared) of every waiter on `word`.
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32 in a live mapping; FUTEX_WAKE reads nothing else
+    // (the remaining arguments are ignored).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
     }
 }
 
@@ -673,6 +953,74 @@ mod tests {
             1,
             "temp file left"
         );
+    }
+
+    #[test]
+    fn the_doorbell_wakes_a_sleeper_and_costs_no_syscall_when_nobody_sleeps() {
+        let bell = Doorbell::anonymous().unwrap();
+        assert!(!bell.ring(), "nobody sleeps: no wake syscall");
+        assert_eq!(bell.sleep(Duration::from_secs(10), || true), Wake::Ready);
+        assert!(!bell.ring(), "a sleeper that found work left the flag down");
+        let start = Instant::now();
+        assert_eq!(
+            bell.sleep(Duration::from_millis(20), || false),
+            Wake::TimedOut
+        );
+        assert!(start.elapsed() >= Duration::from_millis(15));
+
+        let ringer = bell.clone();
+        let t = std::thread::spawn(move || {
+            // Ring until a sleeper was there to wake.
+            while !ringer.ring() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let start = Instant::now();
+        let woke = bell.sleep(Duration::from_secs(30), || false);
+        t.join().unwrap();
+        assert_eq!(woke, Wake::Rung);
+        assert!(start.elapsed() < Duration::from_secs(20), "woke by timeout");
+        assert_eq!(bell.wakes(), 1);
+    }
+
+    #[test]
+    fn a_doorbell_file_is_opened_by_path_and_a_bad_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bell");
+        let bell = Doorbell::create(&path).unwrap();
+        let other = Doorbell::open(&path).unwrap();
+        let t = std::thread::spawn(move || bell.sleep(Duration::from_secs(30), || false));
+        while !other.ring() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(t.join().unwrap(), Wake::Rung);
+        assert!(!path.exists(), "the creator's drop removes the file");
+        std::fs::write(&path, [0u8; 4096]).unwrap();
+        assert!(matches!(
+            Doorbell::open(&path),
+            Err(ShmError::BadLayout { .. })
+        ));
+        // A new incarnation replaces a file left behind.
+        let again = Doorbell::create(&path).unwrap();
+        Doorbell::open(&path).unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn a_ring_watch_sees_unread_frames() {
+        let (sink, source) = ShmRing::anonymous(1024).unwrap().split();
+        let config = RingConfig {
+            epoch: 1,
+            max_payload: 100,
+        };
+        let watch = source.watch();
+        let mut w = RingWriter::new(sink, config);
+        let mut r = RingReader::new(source, config);
+        assert!(!watch.has_unread());
+        w.send(1, 1, b"x").unwrap();
+        assert!(watch.has_unread());
+        r.poll(usize::MAX, |_| {}).unwrap();
+        assert!(!watch.has_unread());
     }
 
     #[test]
@@ -835,6 +1183,126 @@ mod loom_tests {
         // 64 + 128 bytes leave 64: the second 128-byte frame needs a padding frame, and then
         // the reader's head to move past the first frames.
         model(&SHM, &[16, 80, 80]);
+    }
+
+    /// The doorbell protocol of [`super::Doorbell`] (same orderings, same steps), with the
+    /// futex modelled by a loom `Notify`: `FUTEX_WAIT` waits only if the word still holds the
+    /// expected value, and a wake that comes between that check and the wait is kept (the
+    /// kernel does the check and the queueing under one lock, to the same effect). A lost
+    /// wake-up leaves the sleeper blocked for ever, which loom reports as a deadlock.
+    fn doorbell_model(recheck: bool, order: Ordering) {
+        use loom::sync::Notify;
+        use loom::sync::atomic::AtomicU32;
+        const AWAKE: u32 = 0;
+        const SLEEPING: u32 = 1;
+        struct Bell {
+            tail: AtomicU64,
+            word: AtomicU32,
+            futex: Notify,
+        }
+        impl Bell {
+            fn futex_wait(&self, expected: u32) {
+                if self.word.load(Ordering::Relaxed) == expected {
+                    self.futex.wait();
+                }
+            }
+            fn futex_wake(&self) {
+                self.futex.notify();
+            }
+        }
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(move || {
+            let bell = Arc::new(Bell {
+                tail: AtomicU64::new(0),
+                word: AtomicU32::new(AWAKE),
+                futex: Notify::new(),
+            });
+            let writer = Arc::clone(&bell);
+            let producer = loom::thread::spawn(move || {
+                for tail in 1..=2u64 {
+                    writer.tail.store(tail, PUBLISH_TAIL);
+                    // ring()
+                    if writer.word.swap(AWAKE, order) == SLEEPING {
+                        writer.futex_wake();
+                    }
+                }
+            });
+            let mut seen = 0u64;
+            while seen < 2 {
+                let tail = bell.tail.load(LOAD_TAIL);
+                if tail != seen {
+                    seen = tail;
+                    continue;
+                }
+                // sleep(ready = "the tail moved")
+                bell.word.swap(SLEEPING, order);
+                if recheck && bell.tail.load(LOAD_TAIL) != seen {
+                    bell.word.swap(AWAKE, order);
+                    continue;
+                }
+                bell.futex_wait(SLEEPING);
+                bell.word.swap(AWAKE, order);
+            }
+            producer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_doorbell_never_loses_a_wake_up() {
+        doorbell_model(true, super::BELL);
+    }
+
+    /// One round of the doorbell handshake without blocking, so a broken protocol shows as a
+    /// failed assertion rather than a deadlock: the sleeper reads the tail, raises its flag,
+    /// re-checks (if `recheck`) and then either finds the frame or would sleep; the writer
+    /// publishes the frame and swaps the flag down. Whenever the sleeper would sleep without
+    /// the frame, the writer must have seen the flag (and so made the wake call).
+    fn doorbell_round(recheck: bool, order: Ordering) {
+        use loom::sync::atomic::AtomicU32;
+        const AWAKE: u32 = 0;
+        const SLEEPING: u32 = 1;
+        loom::model(move || {
+            let tail = Arc::new(AtomicU64::new(0));
+            let word = Arc::new(AtomicU32::new(AWAKE));
+            let (t2, w2) = (Arc::clone(&tail), Arc::clone(&word));
+            let writer = loom::thread::spawn(move || {
+                t2.store(1, PUBLISH_TAIL);
+                w2.swap(AWAKE, order) == SLEEPING
+            });
+            let mut seen = tail.load(LOAD_TAIL);
+            let mut sleeps = false;
+            if seen == 0 {
+                word.swap(SLEEPING, order);
+                seen = if recheck { tail.load(LOAD_TAIL) } else { 0 };
+                sleeps = seen == 0;
+            }
+            let woken = writer.join().unwrap();
+            assert!(
+                !sleeps || woken,
+                "lost wake-up: the sleeper sleeps without the frame and the writer did not wake it"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_doorbell_round_never_loses_a_wake_up() {
+        doorbell_round(true, super::BELL);
+    }
+
+    #[test]
+    #[should_panic(expected = "lost wake-up")]
+    fn loom_doorbell_round_loses_a_wake_up_without_the_recheck() {
+        // The checker is only worth something if it catches a broken protocol: a sleeper that
+        // does not look for work after raising its flag misses a frame published just before.
+        doorbell_round(false, super::BELL);
+    }
+
+    #[test]
+    #[should_panic(expected = "lost wake-up")]
+    fn loom_doorbell_round_loses_a_wake_up_with_relaxed_swaps() {
+        // Without acquire/release on the word, the re-check may read a stale tail.
+        doorbell_round(true, Ordering::Relaxed);
     }
 
     static RELAXED: Orderings = Orderings {

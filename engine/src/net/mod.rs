@@ -6,8 +6,11 @@
 //! the loop's [`crate::runtime::Signal`] (given at construction) so a parked loop wakes.
 //!
 //! Delivery is best effort, as the protocol core expects: a message to an unreachable peer is
-//! dropped, and the core's timers resend what matters.
+//! dropped, and the core's timers resend what matters. Tests drop messages on purpose through
+//! [`fault::FaultNet`], a wrapper around any backend that the replica installs only when its
+//! configuration names a fault file.
 
+pub mod fault;
 pub mod local;
 #[cfg(feature = "rdma")]
 pub mod rdma;

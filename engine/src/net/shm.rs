@@ -5,8 +5,10 @@
 //! - [`ShmMesh`]: replicas of one process, rings in anonymous shared mappings; the sender wakes
 //!   the receiver's loop after publishing.
 //! - `ShmProcessNet`: replicas in processes of one host, ring files with the handshake and a
-//!   rendezvous that survives restarts (see its docs); receivers poll (an idle loop parks for at
-//!   most one tick).
+//!   rendezvous that survives restarts (see its docs). An idle receiver sleeps on its doorbell
+//!   (`keel_transport::shm::Doorbell`, a futex word in its `.bell` file), which a sender rings
+//!   after publishing, only when the receiver announced it is about to sleep: so an idle
+//!   replica wakes as soon as a message arrives, and a busy one costs its senders no syscall.
 //!
 //! Every message of a loop pass is written into the peer's ring and the tail is published once
 //! at the end of the pass. A full ring drops the message (the protocol resends what matters).
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use keel_core::{Message, ReplicaId};
-use keel_transport::shm::{ShmRing, ShmSink, ShmSource};
+use keel_transport::shm::{Doorbell, RingWatch, ShmRing, ShmSink, ShmSource};
 use keel_transport::{RingConfig, RingReader, RingWriter};
 
 use super::Net;
@@ -183,11 +185,41 @@ pub(crate) struct ShmProcessNet {
     readers: Vec<(u64, RingReader<ShmSource>, Arc<InboundSlot>)>,
     scratch: Vec<u8>,
     dirty: Vec<u64>,
+    parker: Arc<BellParker>,
 }
 
+/// The loop's [`Parker`](crate::runtime::Parker): this replica's doorbell, and the inbound
+/// rings to look at before sleeping.
+struct BellParker {
+    bell: Doorbell,
+    watches: Mutex<Vec<RingWatch>>,
+}
+
+impl crate::runtime::Parker for BellParker {
+    fn wake(&self) {
+        self.bell.ring();
+    }
+
+    fn park(&self, timeout: std::time::Duration, ready: &dyn Fn() -> bool) {
+        self.bell.sleep(timeout, || {
+            ready()
+                || self
+                    .watches
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .any(RingWatch::has_unread)
+        });
+    }
+}
+
+/// A sender's ring to a peer and the peer's doorbell.
+type Outbound = (RingWriter<ShmSink>, Option<Doorbell>);
+
 struct ProcessPeer {
-    slot: Arc<Mutex<Option<RingWriter<ShmSink>>>>,
+    slot: Arc<Mutex<Option<Outbound>>>,
     writer: Option<RingWriter<ShmSink>>,
+    bell: Option<Doorbell>,
     /// Writes failing since (a receiver that went away leaves its ring full).
     failing_since: Option<std::time::Instant>,
     broken: Arc<std::sync::atomic::AtomicBool>,
@@ -201,6 +233,10 @@ struct InboundSlot {
 
 fn pair_base(dir: &std::path::Path, cluster: u64, from: u64, to: u64) -> std::path::PathBuf {
     dir.join(format!("keel-{cluster:x}-{from}-to-{to}"))
+}
+
+fn bell_path(dir: &std::path::Path, cluster: u64, id: u64) -> std::path::PathBuf {
+    dir.join(format!("keel-{cluster:x}-{id}.bell"))
 }
 
 fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
@@ -238,11 +274,20 @@ impl ShmProcessNet {
             max_payload: RingConfig::max_payload_for(RING_BYTES),
         };
         let me = config.id;
+        // Our doorbell exists before any ring to us is named, so a sender that opened a ring
+        // finds it.
+        let parker = Arc::new(BellParker {
+            bell: Doorbell::create(&bell_path(&dir, config.cluster_id, me))
+                .map_err(std::io::Error::other)?,
+            watches: Mutex::new(Vec::new()),
+        });
+        signal.set_parker(Arc::clone(&parker) as Arc<dyn crate::runtime::Parker>);
         let mut peers = BTreeMap::new();
         let mut inbound = Vec::new();
         for peer in config.members.iter().map(|m| m.id).filter(|&p| p != me) {
             // Outbound: ask for a ring, open the one named for us.
             let base = pair_base(&dir, config.cluster_id, me, peer);
+            let peer_bell = bell_path(&dir, config.cluster_id, peer);
             let slot = Arc::new(Mutex::new(None));
             let broken = Arc::new(AtomicBool::new(false));
             let (s, b, dial_hs, h, sig) = (
@@ -275,7 +320,11 @@ impl ShmProcessNet {
                                 ShmRing::open(std::path::Path::new(&file), &dial_hs, peer, epoch)
                             {
                                 let writer = RingWriter::new(ring.into_sink(), ring_config(epoch));
-                                *s.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
+                                // The receiver made its doorbell before naming the ring; a
+                                // receiver without one is woken by its tick instead.
+                                let bell = Doorbell::open(&peer_bell).ok();
+                                *s.lock().unwrap_or_else(PoisonError::into_inner) =
+                                    Some((writer, bell));
                                 opened = Some(file);
                                 sig.notify();
                             }
@@ -288,6 +337,7 @@ impl ShmProcessNet {
                 ProcessPeer {
                     slot,
                     writer: None,
+                    bell: None,
                     failing_since: None,
                     broken,
                 },
@@ -357,6 +407,7 @@ impl ShmProcessNet {
             readers: Vec::new(),
             scratch: Vec::with_capacity(64 * 1024),
             dirty: Vec::new(),
+            parker,
         })
     }
 }
@@ -370,8 +421,9 @@ impl Net for ShmProcessNet {
         let Some(p) = self.peers.get_mut(&to.0) else {
             return;
         };
-        if let Some(fresh) = p.slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some((fresh, bell)) = p.slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
             p.writer = Some(fresh);
+            p.bell = bell;
             p.failing_since = None;
         }
         let Some(w) = p.writer.as_mut() else {
@@ -385,6 +437,7 @@ impl Net for ShmProcessNet {
                 let since = *p.failing_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() > SHM_STALL {
                     p.writer = None;
+                    p.bell = None;
                     p.failing_since = None;
                     p.broken.store(true, std::sync::atomic::Ordering::Release);
                 }
@@ -397,13 +450,20 @@ impl Net for ShmProcessNet {
 
     fn flush(&mut self) {
         for to in self.dirty.drain(..) {
-            if let Some(w) = self.peers.get_mut(&to).and_then(|p| p.writer.as_mut()) {
+            if let Some(p) = self.peers.get_mut(&to)
+                && let Some(w) = p.writer.as_mut()
+            {
                 let _ = w.publish();
+                // A syscall only if the receiver announced it is about to sleep.
+                if let Some(bell) = &p.bell {
+                    bell.ring();
+                }
             }
         }
     }
 
     fn drain(&mut self, out: &mut Vec<(ReplicaId, Message)>) {
+        let mut changed = false;
         for slot in &self.inbound {
             if let Some(fresh) = slot
                 .ready
@@ -413,6 +473,7 @@ impl Net for ShmProcessNet {
             {
                 self.readers.retain(|(from, _, _)| *from != slot.from);
                 self.readers.push((slot.from, fresh, Arc::clone(slot)));
+                changed = true;
             }
         }
         let mut failed = Vec::new();
@@ -431,6 +492,19 @@ impl Net for ShmProcessNet {
         }
         for i in failed.into_iter().rev() {
             self.readers.remove(i);
+            changed = true;
+        }
+        if changed {
+            // The rings the loop reads are the ones to look at before it sleeps.
+            *self
+                .parker
+                .watches
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = self
+                .readers
+                .iter()
+                .map(|(_, r, _)| r.source().watch())
+                .collect();
         }
     }
 }

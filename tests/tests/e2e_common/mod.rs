@@ -1,5 +1,8 @@
-//! Harness of the end-to-end tests: real `keel run` processes, a fault-injecting TCP proxy,
-//! a client workload that records its history, and the checks run after every fault.
+//! Harness of the end-to-end tests: real replica processes (`keel run`, or the test binary
+//! itself in the VM) over tcp, shm or rdma, faults (kill -9, isolation through a fault-injecting
+//! TCP proxy or the replicas' test-only fault file), a client workload that records its
+//! history, the checks run after every fault, and one function per scenario that every
+//! transport runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use keel_engine::kv::client::{ClientError, Connection, KvClient};
 use keel_engine::kv::wire::{Reply, Request, WireError};
-use keel_engine::{Role, Status};
+use keel_engine::net::fault::{Faults, write_fault_file};
+use keel_engine::{MemberChange, Role, Status};
 use keel_tests::linearizability::{Operation, RegOp, Verdict, check};
 
 /// The bound we state for fail-over: after a fault that removes the leader, a write invoked
@@ -184,6 +188,120 @@ fn proxy_conn(
     let _ = t.join();
 }
 
+/// How the replica processes are started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// `keel run --config FILE` (the `keel` binary; see [`keel_bin`]).
+    KeelRun,
+    /// This test binary re-executed with [`REPLICA_ENV`]`=FILE`; its `main` calls
+    /// [`run_replica_if_asked`] first (for `harness = false` targets in the VM, which has no
+    /// cargo to build `keel` with).
+    SelfExec,
+}
+
+/// Environment variable that makes a [`Launch::SelfExec`] test binary run one replica.
+pub const REPLICA_ENV: &str = "KEEL_E2E_REPLICA";
+
+/// Timing of a cluster and the bounds its scenarios assert.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    /// `[timing]` section of every replica's configuration.
+    pub timing_toml: &'static str,
+    /// The bound we state: after a fault, a write invoked after it commits within this long.
+    pub failover_bound: Duration,
+    /// How long any other step may take (an election at start, a phase of writes, catch-up).
+    pub step_timeout: Duration,
+    /// Writes each phase of a scenario waits for.
+    pub writes_per_phase: u64,
+    /// How long after [`Cluster::isolate`] every replica surely applies the fault: the fault
+    /// file is re-read every `keel_engine::net::fault::RELOAD_EVERY` (5 ms) at the start of a
+    /// loop pass (at least one per tick); a proxy notices within its 20 ms read timeout.
+    pub fault_settle: Duration,
+}
+
+/// On the host (debug build, 2 cores shared by 3 processes and the client): election timeout
+/// 150-300 ms, fail-over bound [`FAILOVER_BOUND`].
+pub const HOST: Profile = Profile {
+    timing_toml: "tick_us = 1000\nheartbeat_ms = 10\nelection_timeout_min_ms = 150\n\
+                  election_timeout_max_ms = 300\nlease_ms = 60\nclock_drift_us = 10000\n",
+    failover_bound: FAILOVER_BOUND,
+    step_timeout: Duration::from_secs(20),
+    writes_per_phase: 100,
+    fault_settle: Duration::from_millis(50),
+};
+
+/// In the soft-RoCE VM (QEMU TCG, no KVM: the guest runs many times slower than the host, and
+/// three replicas plus the client share its 2 vCPUs; about 10 writes/s): election timeout
+/// 1.5-3 s, fail-over bound 20 s.
+pub const VM: Profile = Profile {
+    timing_toml: "tick_us = 5000\nheartbeat_ms = 50\nelection_timeout_min_ms = 1500\n\
+                  election_timeout_max_ms = 3000\nlease_ms = 300\nclock_drift_us = 50000\n",
+    failover_bound: Duration::from_secs(20),
+    step_timeout: Duration::from_secs(90),
+    writes_per_phase: 30,
+    fault_settle: Duration::from_millis(500),
+};
+
+/// What cluster to start.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Names the cluster's directory.
+    pub name: String,
+    /// `tcp`, `shm` or `rdma`.
+    pub transport: &'static str,
+    /// Replicas; the last `standby` of them are standbys (for membership changes).
+    pub replicas: u64,
+    pub standby: u64,
+    /// TCP only: replica-to-replica traffic goes through fault proxies, and
+    /// [`Cluster::isolate`] uses them; otherwise it uses the replicas' fault file.
+    pub proxied: bool,
+    pub profile: Profile,
+    pub launch: Launch,
+    /// With `rdma`: the verbs device.
+    pub rdma_device: Option<String>,
+}
+
+impl Spec {
+    /// `replicas` `keel run` processes over `transport` on the host.
+    pub fn host(name: &str, transport: &'static str, replicas: u64) -> Spec {
+        Spec {
+            name: name.to_string(),
+            transport,
+            replicas,
+            standby: 0,
+            proxied: false,
+            profile: HOST,
+            launch: Launch::KeelRun,
+            rdma_device: None,
+        }
+    }
+
+    /// `replicas` processes over rdma on `device` in the VM (this binary re-executed).
+    pub fn vm_rdma(name: &str, device: &str, replicas: u64) -> Spec {
+        Spec {
+            name: name.to_string(),
+            transport: "rdma",
+            replicas,
+            standby: 0,
+            proxied: false,
+            profile: VM,
+            launch: Launch::SelfExec,
+            rdma_device: Some(device.to_string()),
+        }
+    }
+
+    pub fn standby(mut self, n: u64) -> Spec {
+        self.standby = n;
+        self
+    }
+
+    pub fn proxied(mut self) -> Spec {
+        assert_eq!(self.transport, "tcp", "fault proxies are TCP proxies");
+        self.proxied = true;
+        self
+    }
+}
+
 /// One replica process.
 pub struct Node {
     pub id: u64,
@@ -193,39 +311,65 @@ pub struct Node {
     child: Option<Child>,
 }
 
-/// A cluster of `keel run` processes.
+/// A cluster of replica processes.
 pub struct Cluster {
     pub dir: PathBuf,
     pub nodes: Vec<Node>,
     pub partition: Partition,
+    pub spec: Spec,
+    /// Every replica's `testing.fault_file`.
+    pub fault_file: PathBuf,
     stop: Arc<AtomicBool>,
 }
 
-impl Cluster {
-    /// Writes configurations for `n` replicas (the last `standby` of them standbys) and starts
-    /// every replica. With `proxied`, replica-to-replica traffic goes through fault proxies.
-    pub fn start(name: &str, n: u64, standby: u64, proxied: bool) -> Cluster {
-        Cluster::start_with(name, n, standby, proxied, "tcp")
+/// `n` consecutive free TCP ports on 127.0.0.1 at or above `from` (an rdma replica's out-of-band
+/// ports are consecutive).
+fn free_ports(n: u16, from: u16) -> u16 {
+    let mut base = from;
+    loop {
+        let held: Vec<_> = (0..n)
+            .map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+        base = if base > 60_000 { 20_000 } else { base + n + 7 };
     }
+}
 
-    /// Like [`Cluster::start`] over `transport` (`tcp` or `shm`; shm ring files live in the
-    /// cluster's directory).
-    pub fn start_with(name: &str, n: u64, standby: u64, proxied: bool, transport: &str) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("keel-e2e-{name}-{}", std::process::id()));
+impl Cluster {
+    /// Writes every replica's configuration and starts them.
+    pub fn launch(spec: Spec) -> Cluster {
+        let n = spec.replicas;
+        let transport = spec.transport;
+        let dir =
+            std::env::temp_dir().join(format!("keel-e2e-{}-{}", spec.name, std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let fault_file = dir.join("faults");
         let partition = Partition::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut members = String::new();
         let mut services = Vec::new();
+        let mut next_port = 20_000 + u16::try_from(std::process::id() % 1000).unwrap() * 20;
         for id in 1..=n {
-            let addr = if transport == "shm" {
-                format!("replica-{id}")
-            } else {
-                free_addr().to_string()
+            let (addr, service) = match transport {
+                "shm" => (format!("replica-{id}"), free_addr()),
+                "tcp" => (free_addr().to_string(), free_addr()),
+                "rdma" => {
+                    // Per replica: n - 1 out-of-band ports (one per inbound ring), then the
+                    // service port.
+                    let n16 = u16::try_from(n).unwrap();
+                    let base = free_ports(n16, next_port);
+                    next_port = base + n16;
+                    (
+                        format!("127.0.0.1:{base}"),
+                        SocketAddr::from(([127, 0, 0, 1], base + n16 - 1)),
+                    )
+                }
+                other => panic!("unknown transport {other}"),
             };
-            let service = free_addr();
-            let listen = if proxied {
+            let listen = if spec.proxied {
                 let listen = free_addr();
                 start_proxy(
                     addr.parse().unwrap(),
@@ -238,7 +382,7 @@ impl Cluster {
             } else {
                 String::new()
             };
-            let standby = if id > n - standby {
+            let standby = if id > n - spec.standby {
                 "standby = true\n"
             } else {
                 ""
@@ -248,19 +392,30 @@ impl Cluster {
             ));
             services.push(service);
         }
+        let device = spec
+            .rdma_device
+            .as_ref()
+            .map(|d| format!("rdma_device = \"{d}\"\n"))
+            .unwrap_or_default();
         let mut nodes = Vec::new();
         for id in 1..=n {
             let config = dir.join(format!("replica-{id}.toml"));
             let text = format!(
-                "id = {id}\ndata_dir = \"{}\"\ntransport = \"{transport}\"\nshm_dir = \"{}\"\n\n\
-                 [timing]\ntick_us = 1000\nheartbeat_ms = 10\nelection_timeout_min_ms = 150\n\
-                 election_timeout_max_ms = 300\nlease_ms = 60\nclock_drift_us = 10000\n\n\
+                "id = {id}\ndata_dir = \"{}\"\ntransport = \"{transport}\"\nshm_dir = \"{}\"\n{device}\n\
+                 [timing]\n{}\n\
                  [runtime]\nspin_us = 20\n\n\
-                 [durability]\nlog_backend = \"file\"\nlog_capacity_bytes = 67108864\ncheckpoint_every = 2000\n\n{members}",
+                 [durability]\nlog_backend = \"file\"\nlog_capacity_bytes = 67108864\ncheckpoint_every = 2000\n\n\
+                 [testing]\nfault_file = \"{}\"\n\n{members}",
                 dir.join(format!("data-{id}")).display(),
-                dir.display()
+                dir.display(),
+                spec.profile.timing_toml,
+                fault_file.display(),
             );
             std::fs::write(&config, text).unwrap();
+            if spec.launch == Launch::SelfExec {
+                // Fail here, with the field named, rather than in every child process.
+                keel_engine::Config::from_toml_file(&config).unwrap();
+            }
             nodes.push(Node {
                 id,
                 config,
@@ -273,6 +428,8 @@ impl Cluster {
             dir,
             nodes,
             partition,
+            spec,
+            fault_file,
             stop,
         };
         for id in 1..=n {
@@ -281,12 +438,17 @@ impl Cluster {
         cluster
     }
 
+    pub fn profile(&self) -> Profile {
+        self.spec.profile
+    }
+
     pub fn node(&self, id: u64) -> &Node {
         &self.nodes[(id - 1) as usize]
     }
 
     /// Starts (or restarts) replica `id`'s process.
     pub fn spawn(&mut self, id: u64) {
+        let launch = self.spec.launch;
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "replica {id} already running");
         let out = std::fs::OpenOptions::new()
@@ -294,10 +456,19 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .unwrap();
-        let child = Command::new(keel_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&node.config)
+        let mut cmd = match launch {
+            Launch::KeelRun => {
+                let mut cmd = Command::new(keel_bin());
+                cmd.arg("run").arg("--config").arg(&node.config);
+                cmd
+            }
+            Launch::SelfExec => {
+                let mut cmd = Command::new(std::env::current_exe().unwrap());
+                cmd.env(REPLICA_ENV, &node.config);
+                cmd
+            }
+        };
+        let child = cmd
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
@@ -313,24 +484,48 @@ impl Cluster {
         child.wait().unwrap();
     }
 
-    /// Every running replica's process is alive (a replica that failed exits with status 1).
+    /// Cuts replica `id` off from every other replica (clients still reach it): through the
+    /// fault proxies for a proxied TCP cluster, else through the replicas' fault file. Returns
+    /// once every replica has surely seen the fault (the profile's `fault_settle`).
+    pub fn isolate(&self, id: u64) {
+        if self.spec.proxied {
+            self.partition.isolate(id);
+        } else {
+            write_fault_file(&self.fault_file, &Faults::none().isolate(id)).unwrap();
+        }
+        std::thread::sleep(self.profile().fault_settle);
+    }
+
+    /// Ends every isolation.
+    pub fn heal(&self) {
+        if self.spec.proxied {
+            self.partition.heal();
+        } else {
+            write_fault_file(&self.fault_file, &Faults::none()).unwrap();
+        }
+    }
+
     /// Waits until replica `id` has applied everything the leader had committed when this was
-    /// called (it recovered from its log and caught up); panics after `within`.
-    pub fn wait_caught_up(&self, id: u64, within: Duration) {
+    /// called (it recovered from its log and caught up); panics after the profile's step
+    /// timeout. Returns how long it took.
+    pub fn wait_caught_up(&self, id: u64) -> Duration {
+        let within = self.profile().step_timeout;
         let commit = self
-            .status(self.leader(Duration::from_secs(10)))
+            .status(self.leader(within))
             .expect("the leader answers status")
             .commit_index;
         let start = Instant::now();
         while self.status(id).is_none_or(|s| s.applied_index < commit) {
-            assert!(
-                start.elapsed() < within,
-                "restarted replica {id} did not catch up to commit index {commit} within {within:?}"
-            );
+            if start.elapsed() > within {
+                self.print_statuses();
+                panic!("replica {id} did not catch up to commit index {commit} within {within:?}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        start.elapsed()
     }
 
+    /// Every running replica's process is alive (a replica that failed exits with status 1).
     pub fn assert_alive(&mut self) {
         for node in &mut self.nodes {
             if let Some(child) = node.child.as_mut()
@@ -346,32 +541,117 @@ impl Cluster {
     }
 
     pub fn status(&self, id: u64) -> Option<Status> {
-        let mut c = Connection::open(self.node(id).service, Duration::from_millis(500)).ok()?;
+        let timeout = if self.spec.launch == Launch::SelfExec {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_millis(500)
+        };
+        let mut c = Connection::open(self.node(id).service, timeout).ok()?;
         match c.call(&Request::Status).ok()? {
             Reply::Status(json) => serde_json_lite(&json),
             _ => None,
         }
     }
 
-    /// The replica that reports itself leader, waiting up to `within`.
+    /// The running replica that reports itself leader, waiting up to `within`.
     pub fn leader(&self, within: Duration) -> u64 {
+        let all: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        self.leader_among(&all, within)
+    }
+
+    /// The running replica of `ids` that reports itself leader, waiting up to `within`.
+    pub fn leader_among(&self, ids: &[u64], within: Duration) -> u64 {
         let start = Instant::now();
         while start.elapsed() < within {
-            for n in &self.nodes {
-                if n.child.is_some()
-                    && let Some(s) = self.status(n.id)
+            for &id in ids {
+                if self.node(id).child.is_some()
+                    && let Some(s) = self.status(id)
                     && s.role == Role::Leader
                 {
-                    return n.id;
+                    return id;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("no leader within {within:?}");
+        self.print_statuses();
+        panic!("no leader among {ids:?} within {within:?}");
     }
 
     pub fn services(&self) -> Vec<(u64, SocketAddr)> {
         self.nodes.iter().map(|n| (n.id, n.service)).collect()
+    }
+
+    /// Waits until `n` more writes are acknowledged, printing progress and every replica's
+    /// status every 10 s and when it gives up (after the profile's step timeout).
+    pub fn wait_writes(&self, load: &Workload, n: u64) {
+        let within = self.profile().step_timeout;
+        let acked = || load.writes_acked.load(Ordering::Relaxed);
+        let target = acked() + n;
+        let start = Instant::now();
+        let mut report = Instant::now();
+        while acked() < target {
+            let late = start.elapsed() >= within;
+            if report.elapsed() >= Duration::from_secs(10) || late {
+                report = Instant::now();
+                eprintln!(
+                    "e2e {}: {} writes acknowledged, want {target}",
+                    self.spec.transport,
+                    acked()
+                );
+                self.print_statuses();
+            }
+            assert!(
+                !late,
+                "fewer than {n} writes acknowledged within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn print_statuses(&self) {
+        for node in &self.nodes {
+            match self.status(node.id) {
+                Some(s) => eprintln!(
+                    "  replica {}: {:?} ballot {:?} commit {} applied {} voters {:?} peers {:?}",
+                    node.id,
+                    s.role,
+                    s.ballot,
+                    s.commit_index,
+                    s.applied_index,
+                    s.membership.voters,
+                    s.peers
+                        .iter()
+                        .map(|p| (p.id, p.acked_slot, p.last_heard_us))
+                        .collect::<Vec<_>>()
+                ),
+                None => eprintln!("  replica {}: no status", node.id),
+            }
+        }
+    }
+
+    /// Changes the membership as an operator would: `keel members ...` where the `keel` binary
+    /// is at hand, else the request that command sends, through the client.
+    pub fn change_members(&self, change: MemberChange) {
+        match self.spec.launch {
+            Launch::KeelRun => {
+                let (verb, id) = match change {
+                    MemberChange::AddLearner(id) => ("add", id),
+                    MemberChange::Promote(id) => ("promote", id),
+                    MemberChange::Remove(id) => ("remove", id),
+                    other => panic!("no keel members command for {other:?}"),
+                };
+                let out = self.keel(&["members", verb, &id.to_string()]);
+                assert!(out.contains("applied at decree"), "{out}");
+            }
+            Launch::SelfExec => {
+                let mut client = KvClient::new(self.services());
+                client.deadline = self.profile().step_timeout;
+                match client.call(&Request::Members(change)) {
+                    Ok(Reply::Done { .. }) => {}
+                    other => panic!("membership change {change:?}: {other:?}"),
+                }
+            }
+        }
     }
 
     /// Runs `keel ARGS --config <replica 1's config>` and returns its stdout.
@@ -390,6 +670,76 @@ impl Cluster {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    fn dump_logs(&self) {
+        for n in &self.nodes {
+            eprintln!(
+                "--- replica {} output:\n{}",
+                n.id,
+                std::fs::read_to_string(&n.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// For the rdma tests: the soft-RoCE device inside the VM harness, or `None` (with the reason
+/// printed) where they cannot run.
+pub fn vm_rdma_device() -> Option<String> {
+    match (
+        std::env::var("KEEL_IN_VM"),
+        std::env::var("KEEL_RDMA_DEVICE"),
+    ) {
+        (Ok(_), Ok(device)) if !device.is_empty() => {
+            if cfg!(feature = "rdma") {
+                Some(device)
+            } else {
+                eprintln!(
+                    "skipped: built without keel-tests' `rdma` feature; tests/vm/run builds it \
+                     with the feature"
+                );
+                None
+            }
+        }
+        _ => {
+            eprintln!("skipped: needs rxe0; runs in the soft-RoCE VM via tests/vm/run");
+            None
+        }
+    }
+}
+
+/// For [`Launch::SelfExec`] binaries: if this process was started as a replica, runs it (what
+/// `keel run --config FILE` does) and never returns.
+pub fn run_replica_if_asked() {
+    let Ok(path) = std::env::var(REPLICA_ENV) else {
+        return;
+    };
+    let config = keel_engine::Config::from_toml_file(&path).unwrap();
+    let id = config.id;
+    let admin: SocketAddr = config
+        .me()
+        .unwrap()
+        .admin_addr
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let transport = config.transport.name();
+    let replica = match keel_engine::Replica::start(config, keel_engine::kv::KvStore::new()) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("replica {id}: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let bound = keel_engine::kv::service::serve(Arc::clone(&replica), admin).unwrap();
+    println!("replica {id}: running over {transport}, service at {bound}");
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(f) = replica.failure() {
+            eprintln!("replica {id} failed: {f}");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn serde_json_lite(json: &str) -> Option<Status> {
@@ -400,13 +750,18 @@ fn serde_json_lite(json: &str) -> Option<Status> {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let panicking = std::thread::panicking();
+        if panicking && self.spec.launch == Launch::SelfExec {
+            // In the VM the files die with the guest: show them now.
+            self.dump_logs();
+        }
         for node in &mut self.nodes {
             if let Some(mut c) = node.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
         }
-        if !std::thread::panicking() {
+        if !panicking || self.spec.launch == Launch::SelfExec {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
             eprintln!("e2e: cluster files kept in {}", self.dir.display());
@@ -619,28 +974,160 @@ pub fn key_bytes(key: u64) -> Vec<u8> {
     format!("key-{key}").into_bytes()
 }
 
-/// The kill-the-leader scenario every transport runs: under load from `clients` clients,
-/// `kill -9` the leader, require a write invoked after the kill to commit within
-/// [`FAILOVER_BOUND`] (the figure is printed), restart the killed replica, require it to catch
-/// up, and check every acknowledged write and the history's linearizability.
-pub fn kill_9_the_leader_under_load_then_restart_it(
-    mut cluster: Cluster,
-    transport: &str,
-    clients: u64,
-) {
-    let leader = cluster.leader(Duration::from_secs(20));
+// ---------------------------------------------------------------------------------------------
+// The scenarios. Each takes a started cluster (its spec says the transport and the profile:
+// timing, the fail-over bound, how many writes a phase waits for), runs `clients` clients
+// against it, injects its fault, prints the measured times, and ends with the checks: every
+// replica alive, every acknowledged write present, the history linearizable.
+
+fn describe(cluster: &Cluster) -> String {
+    format!("e2e {}", cluster.spec.transport)
+}
+
+/// Under load, `kill -9` the leader; a write invoked after the kill must commit within the
+/// profile's fail-over bound (printed); restart the killed replica and require it to catch up.
+pub fn kill_9_the_leader_under_load_then_restart_it(mut cluster: Cluster, clients: u64) {
+    let (p, what) = (cluster.profile(), describe(&cluster));
+    let leader = cluster.leader(p.step_timeout);
     let load = Workload::start(cluster.services(), clients);
-    load.wait_writes(200, Duration::from_secs(20));
+    cluster.wait_writes(&load, 2 * p.writes_per_phase);
     let fault = load.now_us();
     cluster.kill(leader);
-    let failover = load.first_commit_after(fault, FAILOVER_BOUND);
+    let others: Vec<u64> = (1..=cluster.spec.replicas)
+        .filter(|&i| i != leader)
+        .collect();
+    let new_leader = cluster.leader_among(&others, p.step_timeout);
+    let elected = Duration::from_micros(load.now_us() - fault);
+    let failover = load.first_commit_after(fault, p.failover_bound);
     eprintln!(
-        "e2e {transport}: leader {leader} killed (-9); a new leader committed a write {failover:?} later (bound {FAILOVER_BOUND:?})"
+        "{what}: leader {leader} killed (-9); replica {new_leader} leads {elected:?} later (seen by polling status), a write invoked after the kill committed {failover:?} later (bound {:?})",
+        p.failover_bound
     );
-    load.wait_writes(100, Duration::from_secs(20));
+    cluster.wait_writes(&load, p.writes_per_phase);
     cluster.spawn(leader);
-    load.wait_writes(200, Duration::from_secs(20));
-    cluster.wait_caught_up(leader, Duration::from_secs(20));
+    cluster.wait_writes(&load, p.writes_per_phase);
+    let caught_up = cluster.wait_caught_up(leader);
+    eprintln!("{what}: restarted replica {leader} caught up in {caught_up:?}");
+    cluster.assert_alive();
+    load.stop_and_check(cluster.services(), clients);
+}
+
+/// Under load, `kill -9` a follower; the leader keeps committing (the next commit's delay is
+/// printed and bounded by the fail-over bound) and stays leader; restart the follower and
+/// require it to catch up.
+pub fn kill_a_follower_then_restart_it(mut cluster: Cluster, clients: u64) {
+    let (p, what) = (cluster.profile(), describe(&cluster));
+    let leader = cluster.leader(p.step_timeout);
+    let follower = if leader == 1 { 2 } else { 1 };
+    let load = Workload::start(cluster.services(), clients);
+    cluster.wait_writes(&load, p.writes_per_phase);
+    let fault = load.now_us();
+    cluster.kill(follower);
+    let after = load.first_commit_after(fault, p.failover_bound);
+    eprintln!(
+        "{what}: follower {follower} killed (-9); the leader committed a write {after:?} later (bound {:?})",
+        p.failover_bound
+    );
+    cluster.wait_writes(&load, p.writes_per_phase);
+    assert_eq!(
+        cluster.leader(p.step_timeout),
+        leader,
+        "a follower's death must not depose the leader"
+    );
+    cluster.spawn(follower);
+    cluster.wait_writes(&load, p.writes_per_phase);
+    let caught_up = cluster.wait_caught_up(follower);
+    eprintln!("{what}: restarted follower {follower} caught up in {caught_up:?}");
+    cluster.assert_alive();
+    load.stop_and_check(cluster.services(), clients);
+}
+
+/// Under load, cut the leader off from the other replicas (clients still reach it); the
+/// majority must elect a leader and commit a write invoked after the cut within the fail-over
+/// bound (printed); heal, and require the old leader to catch up.
+pub fn isolate_the_leader_then_heal(mut cluster: Cluster, clients: u64) {
+    let (p, what) = (cluster.profile(), describe(&cluster));
+    let leader = cluster.leader(p.step_timeout);
+    let load = Workload::start(cluster.services(), clients);
+    cluster.wait_writes(&load, p.writes_per_phase);
+    cluster.isolate(leader);
+    // The fault counts from when every replica has surely seen it (a write invoked before that
+    // may still commit through the old leader).
+    let fault = load.now_us();
+    let majority: Vec<u64> = (1..=cluster.spec.replicas)
+        .filter(|&i| i != leader)
+        .collect();
+    let new_leader = cluster.leader_among(&majority, p.step_timeout);
+    let elected = Duration::from_micros(load.now_us() - fault);
+    let failover = load.first_commit_after(fault, p.failover_bound);
+    eprintln!(
+        "{what}: leader {leader} isolated; replica {new_leader} leads the majority {elected:?} later (seen by polling status), a client's write invoked after the cut committed {failover:?} later (bound {:?}; includes the client's wait on the old leader)",
+        p.failover_bound
+    );
+    let stuck = cluster.status(leader).map(|s| s.commit_index);
+    cluster.wait_writes(&load, p.writes_per_phase);
+    let (now_stuck, majority_commit) = (
+        cluster.status(leader).map(|s| s.commit_index),
+        cluster.status(new_leader).map_or(0, |s| s.commit_index),
+    );
+    assert_eq!(
+        stuck, now_stuck,
+        "the isolated replica {leader} learned of commits while cut off"
+    );
+    assert!(
+        stuck.is_none_or(|c| c < majority_commit),
+        "the majority did not commit past the isolated replica ({stuck:?} vs {majority_commit})"
+    );
+    cluster.heal();
+    cluster.wait_writes(&load, p.writes_per_phase);
+    let caught_up = cluster.wait_caught_up(leader);
+    eprintln!("{what}: healed; old leader {leader} caught up in {caught_up:?}");
+    cluster.assert_alive();
+    load.stop_and_check(cluster.services(), clients);
+}
+
+/// Four replicas, the fourth a standby. Under load: add it as a learner, promote it, remove a
+/// voter that is not the leader; after each change a write invoked after it must commit within
+/// the fail-over bound (printed), and at the end the leader's voters are the expected three.
+pub fn change_membership_while_writing(mut cluster: Cluster, clients: u64) {
+    assert_eq!(
+        (cluster.spec.replicas, cluster.spec.standby),
+        (4, 1),
+        "the membership scenario needs 4 replicas, the last a standby"
+    );
+    let (p, what) = (cluster.profile(), describe(&cluster));
+    cluster.leader(p.step_timeout);
+    let load = Workload::start(cluster.services(), clients);
+    cluster.wait_writes(&load, p.writes_per_phase);
+    let leader = cluster.leader(p.step_timeout);
+    let victim = if leader == 1 { 2 } else { 1 };
+    for change in [
+        MemberChange::AddLearner(4),
+        MemberChange::Promote(4),
+        MemberChange::Remove(victim),
+    ] {
+        let t = load.now_us();
+        let started = Instant::now();
+        cluster.change_members(change);
+        let applied = started.elapsed();
+        let next = load.first_commit_after(t, p.failover_bound);
+        eprintln!(
+            "{what}: {change:?} applied after {applied:?}; a write invoked with it committed {next:?} later (bound {:?})",
+            p.failover_bound
+        );
+        cluster.wait_writes(&load, p.writes_per_phase);
+    }
+    let status = cluster
+        .status(cluster.leader(p.step_timeout))
+        .expect("the leader answers status");
+    let mut voters = status.membership.voters.clone();
+    voters.sort_unstable();
+    let expected: Vec<u64> = (1..=4).filter(|&i| i != victim).collect();
+    assert_eq!(voters, expected, "voters after the changes");
+    if cluster.spec.launch == Launch::KeelRun {
+        let table = cluster.keel(&["status"]);
+        assert!(table.contains("leader"), "{table}");
+    }
     cluster.assert_alive();
     load.stop_and_check(cluster.services(), clients);
 }
