@@ -449,6 +449,7 @@ impl Replica {
             in_flight,
             queue: VecDeque::new(),
             batch_scratch: Vec::new(),
+            spare_acks: Vec::new(),
             peers: BTreeMap::new(),
             hb_seq: 0,
             last_heartbeat_at: self.now,

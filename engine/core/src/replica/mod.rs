@@ -218,6 +218,8 @@ struct Leader {
     /// Slots above the commit index that hold a value in this ballot.
     in_flight: BTreeMap<Slot, InFlight>,
     queue: VecDeque<Queued>,
+    /// Vote lists of committed slots, reused for new ones (at most `max_in_flight`).
+    spare_acks: Vec<Vec<ReplicaId>>,
     /// Where `cut_batch` gathers a decree's requests (reused: keeps its capacity).
     batch_scratch: Vec<crate::types::Proposal>,
     peers: BTreeMap<ReplicaId, Peer>,

@@ -146,7 +146,7 @@ impl Replica {
                     slot,
                     InFlight {
                         decree,
-                        acks: Vec::new(),
+                        acks: l.spare_acks.pop().unwrap_or_default(),
                         sent: false,
                         sent_at: now,
                     },
@@ -429,6 +429,7 @@ impl Replica {
     /// A slot is chosen when a majority of the membership governing it accepted it in our
     /// ballot; the commit index moves over consecutive chosen slots.
     fn advance_leader_commit(&mut self, out: &mut Vec<Command>) {
+        let window = self.config.max_in_flight;
         let double = self.mutation_on(Mutation::DoubleCountVote);
         let short = self.mutation_on(Mutation::CommitWithoutMajority);
         loop {
@@ -465,10 +466,18 @@ impl Replica {
             if votes < needed {
                 break;
             }
-            let Some(f) = l.in_flight.remove(&slot) else {
+            let Some(InFlight {
+                decree, mut acks, ..
+            }) = l.in_flight.remove(&slot)
+            else {
                 break;
             };
-            self.learn_chosen(slot, f.decree);
+            // The vote list goes back for the next slot (bounded by the window).
+            if (l.spare_acks.len() as u64) < window {
+                acks.clear();
+                l.spare_acks.push(acks);
+            }
+            self.learn_chosen(slot, decree);
             contract!(
                 self,
                 self.commit >= slot,
