@@ -117,6 +117,11 @@
 //! amortises the fence over every append staged meanwhile. `keel-bench log` measures it
 //! against a bare `pwrite` + `fdatasync` loop and, for group commit, against one `pwrite` of
 //! the whole group + `fdatasync` (the device's limit).
+//!
+//! On `file` and `uring` the log keeps 1-4 MiB ahead of its tail allocated during its first
+//! lap through a sparse file ([`Region::preallocate`]: zeros written into holes only, then one
+//! sync per 4 MiB). Without it every `fdatasync` of a fresh block is also a file-system journal
+//! commit (on this machine's ext4 that made a single append cost 4 ms instead of 0.1 ms).
 #![deny(missing_docs)]
 
 pub mod backend;

@@ -48,6 +48,11 @@ use crate::layout::{
 };
 use crate::region::Region;
 
+/// Bytes preallocated at a time ahead of the tail ([`Region::preallocate`]).
+const PREPARE_CHUNK: u64 = 4 << 20;
+/// Preallocation runs when the tail comes within this many bytes of the prepared end.
+const PREPARE_AHEAD: u64 = 1 << 20;
+
 /// Options for creating or opening a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogOptions {
@@ -95,6 +100,12 @@ struct Inner {
     staged_tail: u64,
     /// crc32c over the headers staged since the last batch was closed.
     batch_crc: u32,
+    /// Logical position up to which the area ahead of the tail was preallocated
+    /// ([`Region::preallocate`]); once it is a whole lap past where this incarnation started,
+    /// every block of the area is allocated and nothing more is done.
+    prepared_to: u64,
+    /// Where preallocation started (the tail at open).
+    prepared_from: u64,
     /// A commit is running (outside the mutex).
     committing: bool,
     /// A commit failed: the on-media state is unknown.
@@ -279,6 +290,8 @@ impl<R: Region> Log<R> {
                 window: lmeta.window,
                 staged_tail: tail,
                 batch_crc: 0,
+                prepared_to: tail,
+                prepared_from: tail,
                 committing: false,
                 failed: false,
                 stats: LogStats::default(),
@@ -483,9 +496,13 @@ impl<R: Region> Log<R> {
             });
         }
         let start = g.staged_tail;
-        if start.checked_add(total + MARK_SIZE).is_none() {
+        if start
+            .checked_add(total + MARK_SIZE + PREPARE_CHUNK)
+            .is_none()
+        {
             return Err(LogError::PositionsExhausted { tail: start });
         }
+        self.prepare_ahead(g, start + total + MARK_SIZE)?;
         let mut buf = std::mem::take(&mut g.scratch);
         buf.clear();
         let mut pos = start;
@@ -523,6 +540,31 @@ impl<R: Region> Log<R> {
             "staged beyond capacity"
         );
         Ok((start, pos))
+    }
+
+    /// Keeps the area ahead of `claimed` (the first byte no record or reserved mark covers)
+    /// preallocated, a chunk at a time, during the first lap of this incarnation. Runs under
+    /// the mutex, before anything is staged past `claimed`, so nobody writes the range.
+    fn prepare_ahead(&self, g: &mut Inner, claimed: u64) -> Result<(), LogError> {
+        let lap_end = g.prepared_from + self.capacity;
+        if g.prepared_to >= lap_end || claimed + PREPARE_AHEAD <= g.prepared_to {
+            return Ok(());
+        }
+        let from = g.prepared_to.max(claimed);
+        // Never past the head's lap: those bytes are live (and allocated already).
+        let to = (from + PREPARE_CHUNK)
+            .min(lap_end)
+            .min(g.head + self.capacity);
+        if to > from {
+            let off = from % self.capacity;
+            let first = (to - from).min(self.capacity - off);
+            self.region.preallocate(LOG_AREA_OFF + off, first)?;
+            if first < to - from {
+                self.region.preallocate(LOG_AREA_OFF, to - from - first)?;
+            }
+        }
+        g.prepared_to = to.max(g.prepared_to);
+        Ok(())
     }
 
     fn wait<'a>(&self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {

@@ -38,6 +38,14 @@ pub trait Region: Send + Sync + std::fmt::Debug {
     fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError>;
     /// Waits until every flushed range is durable (`sfence`, `fdatasync`, io_uring fsync).
     fn fence(&self) -> Result<(), RegionError>;
+    /// Prepares `[offset, offset + len)` for writes that are coming: block backends allocate
+    /// the file's holes there (zeros, then a sync), so a later `fence` of data written there is
+    /// a pure data sync rather than a file-system journal commit. Never changes what `read`
+    /// returns. The caller guarantees nobody writes the range meanwhile. Default: nothing.
+    fn preallocate(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 impl<R: Region + ?Sized> Region for Box<R> {
@@ -59,6 +67,9 @@ impl<R: Region + ?Sized> Region for Box<R> {
     fn fence(&self) -> Result<(), RegionError> {
         (**self).fence()
     }
+    fn preallocate(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        (**self).preallocate(offset, len)
+    }
 }
 
 impl<R: Region + ?Sized> Region for std::sync::Arc<R> {
@@ -79,6 +90,9 @@ impl<R: Region + ?Sized> Region for std::sync::Arc<R> {
     }
     fn fence(&self) -> Result<(), RegionError> {
         (**self).fence()
+    }
+    fn preallocate(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        (**self).preallocate(offset, len)
     }
 }
 

@@ -363,4 +363,16 @@ impl Region for UringRegion {
     fn fence(&self) -> Result<(), RegionError> {
         self.submit(true)
     }
+    fn preallocate(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        check_bounds(offset, len, self.len)?;
+        // Staged writes into the range land after these zeros (they are submitted later), and
+        // holes read as zeros, so reads never see a difference.
+        crate::file::fill_holes(&self.file, offset, len)
+            .map(drop)
+            .map_err(|source| RegionError::Write {
+                offset,
+                len,
+                source,
+            })
+    }
 }
