@@ -1571,6 +1571,11 @@ impl World {
     pub fn trace_text(&self) -> String {
         self.trace.iter().cloned().collect::<Vec<_>>().join("\n")
     }
+
+    /// Client proposals replica `id` holds unanswered (neither applied nor aborted).
+    pub fn pending_proposals(&self, id: u64) -> usize {
+        self.nodes.get(&id).map_or(0, |n| n.proposals.len())
+    }
 }
 
 impl std::fmt::Debug for World {
