@@ -241,6 +241,17 @@ impl Cluster {
         }
     }
 
+    /// Proposals committed so far through every live replica (each replica counts the ones
+    /// proposed through it).
+    pub fn committed(&self) -> u64 {
+        self.replicas
+            .iter()
+            .flatten()
+            .filter_map(|r| r.status().wait().ok())
+            .map(|s| s.proposals_committed)
+            .sum()
+    }
+
     /// Kills replica `i`: every link to it is cut (in-process transport) and it is shut down.
     pub fn kill(&mut self, i: usize) {
         if let Some(r) = self.replicas[i].take() {

@@ -2,11 +2,16 @@
 //! limit measured in the same run.
 #![forbid(unsafe_code)]
 
+/// Counts every allocation so `local` can report allocations per committed entry.
+#[global_allocator]
+static ALLOC: keel_bench::alloc_count::CountingAlloc = keel_bench::alloc_count::CountingAlloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use keel_bench::alloc_count::{self, AllocCounts};
 use keel_bench::limits::{self, LimitOptions, LimitSet};
 use keel_bench::report::{Report, params};
 
@@ -285,10 +290,29 @@ fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
             for &clients in &a.load.clients {
                 let name = format!("{prefix}-c{clients}");
                 let o = a.load.options(&a.common, clients, name.clone());
+                let committed_before = cluster.committed();
+                let allocs_before = AllocCounts::now();
                 let r =
                     keel_bench::load::run(&cluster, &o).with_context(|| format!("load {name}"))?;
+                let allocs = AllocCounts::now().since(allocs_before);
+                let committed = cluster.committed().saturating_sub(committed_before);
                 let mut fp = cluster_params(&co);
                 fp.insert("clients".into(), clients.into());
+                if alloc_count::installed() && committed > 0 {
+                    // Whole process: the three replicas' threads and the clients. Each client
+                    // request allocates its own payload `Vec` (the caller's allocation that
+                    // `propose` moves in), so 1.0 of the figure is the load generator's.
+                    let per_entry = allocs.total() as f64 / committed as f64;
+                    fp.insert("allocations_per_entry".into(), per_entry.into());
+                    fp.insert("allocations".into(), allocs.total().into());
+                    fp.insert("committed_entries".into(), committed.into());
+                    println!(
+                        "{name}: {per_entry:.3} allocations per committed entry ({} allocations \
+                         for {committed} entries, whole process, including 1 per entry by the \
+                         client for its payload)",
+                        allocs.total()
+                    );
+                }
                 add_load(&mut report, &name, fp, &r, Some(&limit));
                 let Some(m) = report.result(&name).cloned() else {
                     continue;

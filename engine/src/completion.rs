@@ -12,7 +12,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ enum State<T> {
 struct Slot<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
+    /// Where the slot goes back once both ends are gone (none: freed).
+    pool: Weak<Pool<T>>,
 }
 
 impl<T> Slot<T> {
@@ -47,30 +49,112 @@ impl<T> Slot<T> {
 /// Creates a connected pair: the runtime answers through the [`Completer`], the caller reads the
 /// [`Completion`].
 pub fn pair<T>() -> (Completer<T>, Completion<T>) {
-    let slot = Arc::new(Slot {
+    ends(new_slot(Weak::new()))
+}
+
+fn new_slot<T>(pool: Weak<Pool<T>>) -> Arc<Slot<T>> {
+    Arc::new(Slot {
         state: Mutex::new(State::Pending {
             callback: None,
             waker: None,
         }),
         ready: Condvar::new(),
-    });
+        pool,
+    })
+}
+
+fn ends<T>(slot: Arc<Slot<T>>) -> (Completer<T>, Completion<T>) {
     (
         Completer {
             slot: Some(Arc::clone(&slot)),
         },
-        Completion { slot },
+        Completion { slot: Some(slot) },
     )
+}
+
+/// Recycles the shared state of completed pairs, so a steady stream of requests (the
+/// replica's proposals) allocates none once the pool is warm.
+///
+/// A pair from [`Pool::pair`] works exactly like one from [`pair`]. When the last of its two
+/// ends is dropped (the caller's [`Completion`] after it took the answer, or the [`Completer`]
+/// after it answered), the end that finds itself the only owner resets the state and puts it
+/// on the free list (up to the pool's bound; beyond it the state is freed).
+pub struct Pool<T> {
+    free: Mutex<Vec<Arc<Slot<T>>>>,
+    max_free: usize,
+}
+
+impl<T> fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("free", &self.free_count())
+            .field("max_free", &self.max_free)
+            .finish()
+    }
+}
+
+impl<T> Pool<T> {
+    /// A pool keeping at most `max_free` idle states.
+    pub fn new(max_free: usize) -> Arc<Pool<T>> {
+        Arc::new(Pool {
+            free: Mutex::new(Vec::new()),
+            max_free,
+        })
+    }
+
+    /// A connected pair whose state comes from the free list (allocated when it is empty).
+    pub fn pair(self: &Arc<Self>) -> (Completer<T>, Completion<T>) {
+        let recycled = self.lock().pop();
+        ends(recycled.unwrap_or_else(|| new_slot(Arc::downgrade(self))))
+    }
+
+    /// Idle states on the free list.
+    pub fn free_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Slot<T>>>> {
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Called by each end as it lets go of `slot`: the last owner returns it to its pool.
+fn recycle<T>(slot: Arc<Slot<T>>) {
+    // No `Weak` to a slot exists, so a count of one means no other end can reach it now.
+    if Arc::strong_count(&slot) != 1 {
+        return;
+    }
+    let Some(pool) = slot.pool.upgrade() else {
+        return;
+    };
+    *slot.lock() = State::Pending {
+        callback: None,
+        waker: None,
+    };
+    let mut free = pool.lock();
+    if free.len() < pool.max_free {
+        free.push(slot);
+    }
 }
 
 /// The caller's end of a one-shot answer. See the [module docs](self).
 #[must_use = "a completion does nothing unless waited on, polled or given a callback"]
 pub struct Completion<T> {
-    slot: Arc<Slot<T>>,
+    /// Always `Some` until dropped (taken by `Drop` to recycle it).
+    slot: Option<Arc<Slot<T>>>,
+}
+
+impl<T> Drop for Completion<T> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            recycle(slot);
+        }
+    }
 }
 
 impl<T> fmt::Debug for Completion<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &*self.slot.lock() {
+        let state = match &*self.shared().lock() {
             State::Pending { .. } => "pending",
             State::Ready(_) => "ready",
             State::Taken => "taken",
@@ -80,6 +164,13 @@ impl<T> fmt::Debug for Completion<T> {
 }
 
 impl<T> Completion<T> {
+    fn shared(&self) -> &Slot<T> {
+        match &self.slot {
+            Some(slot) => slot,
+            None => panic!("a Completion's state is only taken by its Drop"),
+        }
+    }
+
     /// A completion that is already answered (used when a request fails before it is queued).
     pub fn ready(result: Result<T, Error>) -> Self {
         let (completer, completion) = pair();
@@ -89,7 +180,7 @@ impl<T> Completion<T> {
 
     /// Blocks until the answer arrives and returns it.
     pub fn wait(self) -> Result<T, Error> {
-        let mut state = self.slot.lock();
+        let mut state = self.shared().lock();
         loop {
             match std::mem::replace(&mut *state, State::Taken) {
                 State::Ready(result) => return result,
@@ -97,7 +188,7 @@ impl<T> Completion<T> {
                 pending @ State::Pending { .. } => {
                     *state = pending;
                     state = self
-                        .slot
+                        .shared()
                         .ready
                         .wait(state)
                         .unwrap_or_else(PoisonError::into_inner);
@@ -110,7 +201,7 @@ impl<T> Completion<T> {
     /// completion stays usable).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, Error>> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.slot.lock();
+        let mut state = self.shared().lock();
         loop {
             match std::mem::replace(&mut *state, State::Taken) {
                 State::Ready(result) => return Some(result),
@@ -122,7 +213,7 @@ impl<T> Completion<T> {
                         return None;
                     }
                     state = self
-                        .slot
+                        .shared()
                         .ready
                         .wait_timeout(state, deadline - now)
                         .unwrap_or_else(PoisonError::into_inner)
@@ -135,7 +226,7 @@ impl<T> Completion<T> {
     /// Returns the answer if it has arrived, without blocking. After it returned `Some`, later
     /// calls return `Some(Err(Error::AlreadyTaken))`.
     pub fn try_take(&mut self) -> Option<Result<T, Error>> {
-        let mut state = self.slot.lock();
+        let mut state = self.shared().lock();
         match std::mem::replace(&mut *state, State::Taken) {
             State::Ready(result) => Some(result),
             State::Taken => Some(Err(Error::AlreadyTaken)),
@@ -148,7 +239,7 @@ impl<T> Completion<T> {
 
     /// True once the answer has arrived (and has not been taken).
     pub fn is_ready(&self) -> bool {
-        matches!(&*self.slot.lock(), State::Ready(_))
+        matches!(&*self.shared().lock(), State::Ready(_))
     }
 
     /// Runs `callback` with the answer: at once on this thread if it has already arrived, else on
@@ -157,7 +248,7 @@ impl<T> Completion<T> {
     where
         F: FnOnce(Result<T, Error>) + Send + 'static,
     {
-        let mut state = self.slot.lock();
+        let mut state = self.shared().lock();
         match std::mem::replace(&mut *state, State::Taken) {
             State::Ready(result) => {
                 drop(state);
@@ -181,7 +272,7 @@ impl<T> Future for Completion<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.slot.lock();
+        let mut state = self.shared().lock();
         match std::mem::replace(&mut *state, State::Taken) {
             State::Ready(result) => Poll::Ready(result),
             State::Taken => Poll::Ready(Err(Error::AlreadyTaken)),
@@ -258,6 +349,7 @@ impl<T> Completer<T> {
                 panic!("completion answered twice: a Completer is single-use by construction")
             }
         }
+        recycle(slot);
     }
 }
 
@@ -351,6 +443,52 @@ mod tests {
             !completer.is_abandoned(),
             "a callback is waiting for the answer"
         );
+    }
+
+    #[test]
+    fn a_pool_recycles_the_state_once_both_ends_are_gone() {
+        let pool = Pool::<u32>::new(4);
+        let (completer, completion) = pool.pair();
+        completer.complete(Ok(1));
+        assert_eq!(
+            pool.free_count(),
+            0,
+            "the caller's end still holds the state"
+        );
+        assert_eq!(completion.wait().unwrap(), 1);
+        assert_eq!(pool.free_count(), 1);
+        // The recycled state starts pending again, whichever end lets go last.
+        let (completer, mut completion) = pool.pair();
+        assert_eq!(pool.free_count(), 0);
+        assert!(completion.try_take().is_none());
+        drop(completion);
+        assert_eq!(pool.free_count(), 0, "the completer still holds the state");
+        completer.complete(Ok(2));
+        assert_eq!(pool.free_count(), 1);
+        let (completer, completion) = pool.pair();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = Arc::clone(&seen);
+        completion.on_complete(move |r| {
+            s.store(if r.is_err() { 99 } else { 1 }, Ordering::SeqCst);
+        });
+        drop(completer);
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            99,
+            "dropped: the callback saw an error"
+        );
+        assert_eq!(pool.free_count(), 1);
+    }
+
+    #[test]
+    fn a_pool_keeps_at_most_its_bound() {
+        let pool = Pool::<u32>::new(2);
+        let pairs: Vec<_> = (0..5).map(|_| pool.pair()).collect();
+        for (completer, completion) in pairs {
+            completer.complete(Ok(0));
+            completion.wait().unwrap();
+        }
+        assert_eq!(pool.free_count(), 2);
     }
 
     struct CountingWaker(AtomicUsize);

@@ -76,13 +76,33 @@
 //! - [`Replica`]: the handle (propose, read, fast read, membership change, leadership transfer,
 //!   relinquish, status) and the replica loop: each pass takes completions (durable log
 //!   tokens, peer messages), the ticks that elapsed, and queued requests, feeds them to the
-//!   core as one batch, carries out the commands, then flushes the network once. An idle loop
+//!   core as one step batch ([`keel_core::Replica::step_batch`]: the proposals of a pass join
+//!   one decree, cut at the end of the batch within the batch bounds and the pipeline window),
+//!   carries out the commands, then flushes the network once. An idle loop
 //!   spins for `runtime.spin_us`, yielding, then parks until woken or its next tick
 //!   ([`runtime`]). Threads are pinned per `runtime.loop_core` / `runtime.persist_core`.
 //! - [`persist`]: `Persist` commands become log records; one batch is one flush on the
-//!   persistence thread; `Persisted` is fed back only after the flush; restart replays the log.
+//!   persistence thread (group commit); `Persisted` is fed back only after the flush; restart
+//!   replays the log. Durability `none` (the `memory` backend) keeps the log in a plain buffer
+//!   ([`persist::MemRegion`]).
 //! - [`completion`]: one-shot answers (block, poll, callback, or `.await`); a dropped answerer
-//!   answers with an error.
+//!   answers with an error; proposals take theirs from a recycling [`completion::Pool`].
+//!
+//! # The hot path allocates nothing per entry
+//!
+//! Once warm, committing a proposal allocates nothing per proposal in Keel, on the leader or on
+//! a follower, over the `local` and `shm` transports, with the file log or durability `none`:
+//! the proposal's completion state is recycled; its payload `Vec` (the caller's allocation) is
+//! moved into the log, not copied; the requests of a decree are one shared
+//! [`keel_core::Batch`] that the log append, every peer's accept message, the leader's window
+//! and the apply command share by reference count; a follower decoding a message copies it once
+//! and its requests' [`keel_core::Payload`]s are ranges of that copy; the loop's event, command,
+//! message and persist buffers are reused; the leader's accept entry list is one
+//! [`keel_core::SlotDecrees`] shared by every peer. What remains is a bounded number of
+//! allocations per *decree* (the `Vec`s its commands and messages own, and log map nodes: 7 to
+//! 11 for the whole 3-replica cluster over `local`, 15 to 18 over `shm`) and per heartbeat, so
+//! with full decrees (256 requests) a committed entry costs 0.03 to 0.1 allocations; with one
+//! request per decree (a single closed-loop client) the per-decree cost is per entry.
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
 //! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, where an idle
@@ -93,7 +113,10 @@
 //!   end-to-end tests.
 //!
 //! Tests: unit tests per module; `tests/cluster.rs` runs in-process 3-replica clusters (fail-over,
-//! restart from the file log, learner join and promotion, a panicking state machine); the
+//! restart from the file log, learner join and promotion, a panicking state machine);
+//! `tests/hot_path_allocations.rs` counts allocations with a counting global allocator while a
+//! warm 3-replica cluster commits 20,000 proposals (local and shm, file log and none) and fails
+//! above 32 per decree plus 1,000, or above 0.25 per entry; the
 //! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` and `e2e_shm.rs` run `keel run`
 //! processes (kill -9 of the leader and of a follower, isolation of the leader through a fault
 //! proxy or the fault file, membership change) and check linearizability and the fail-over

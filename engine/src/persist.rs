@@ -19,12 +19,69 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use keel_core::{PersistOp, PersistToken, PersistentState};
-use keel_pmem::{FileRegion, Log, LogError, Region, SimRegion};
+use keel_pmem::{FileRegion, Log, LogError, Region, RegionError};
 
 use crate::error::StartError;
 use crate::runtime::{Health, Idle, Signal, doing};
 use crate::stats::{latency_histogram, record_us};
 use keel_core::codec::{decode_persist_op, encode_persist_op};
+
+/// The `memory` backend ("durability none"): the log in a plain buffer, gone with the process.
+/// Writes are visible at once and `flush`/`fence` do nothing, so nothing is allocated per
+/// record (keel-pmem's `SimRegion` tracks every pending word to simulate crashes: a test tool,
+/// too costly for a running replica).
+#[derive(Debug)]
+pub struct MemRegion {
+    bytes: Mutex<Vec<u8>>,
+    len: u64,
+}
+
+impl MemRegion {
+    /// A zero-filled region of `len` bytes.
+    pub fn new(len: u64) -> MemRegion {
+        let len = len.next_multiple_of(8);
+        MemRegion {
+            bytes: Mutex::new(vec![0; usize::try_from(len).unwrap_or(usize::MAX)]),
+            len,
+        }
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Result<std::ops::Range<usize>, RegionError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(offset as usize..end as usize),
+            _ => Err(RegionError::OutOfBounds {
+                offset,
+                len,
+                region_len: self.len,
+            }),
+        }
+    }
+}
+
+impl Region for MemRegion {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError> {
+        let r = self.range(offset, buf.len() as u64)?;
+        buf.copy_from_slice(&self.bytes.lock().unwrap_or_else(PoisonError::into_inner)[r]);
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
+        let r = self.range(offset, data.len() as u64)?;
+        self.bytes.lock().unwrap_or_else(PoisonError::into_inner)[r].copy_from_slice(data);
+        Ok(())
+    }
+    fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        self.range(offset, len).map(|_| ())
+    }
+    fn fence(&self) -> Result<(), RegionError> {
+        Ok(())
+    }
+}
 
 /// The log as the runtime holds it: any backend.
 pub type DynLog = Log<Box<dyn Region>>;
@@ -50,7 +107,7 @@ pub fn open_log(
 ) -> Result<(DynLog, PersistentState), StartError> {
     let path = log_path(data_dir);
     let region: Box<dyn Region> = match backend {
-        "memory" => Box::new(SimRegion::new(capacity_bytes)),
+        "memory" => Box::new(MemRegion::new(capacity_bytes)),
         "file" => Box::new(
             FileRegion::open(&path, capacity_bytes).map_err(|e| log_err(&path, "open file", e))?,
         ),
@@ -75,7 +132,7 @@ pub fn open_log(
         Err(LogError::NotFormatted) => {
             // A fresh region: format it. `open` consumed the region, so reopen it.
             let region: Box<dyn Region> = match backend {
-                "memory" => Box::new(SimRegion::new(capacity_bytes)),
+                "memory" => Box::new(MemRegion::new(capacity_bytes)),
                 "file" => Box::new(
                     FileRegion::open(&path, capacity_bytes)
                         .map_err(|e| log_err(&path, "open file", e))?,

@@ -421,10 +421,13 @@ mod tests {
         )
     }
     fn batch(id: u64) -> Decree {
-        Decree::Batch(vec![keel_core::Proposal {
-            id: keel_core::ProposalId(id),
-            payload: vec![],
-        }])
+        Decree::Batch(
+            vec![keel_core::Proposal {
+                id: keel_core::ProposalId(id),
+                payload: Vec::new().into(),
+            }]
+            .into(),
+        )
     }
     fn accept(
         c: &mut Checker,

@@ -290,6 +290,10 @@ pub struct World {
     action_seq: u64,
     next_fault_us: u64,
     next_proposal: u64,
+    /// While the clients take their turns: proposals per replica, fed afterwards as one
+    /// `step_batch` (as the engine's loop feeds the requests of one pass), so requests that
+    /// arrive together join one decree.
+    proposals_arriving: Option<BTreeMap<u64, Vec<Event>>>,
     next_read: u64,
     next_value: u64,
     healed: bool,
@@ -392,6 +396,7 @@ impl World {
             action_seq: 0,
             next_fault_us,
             next_proposal: 1,
+            proposals_arriving: None,
             next_read: 1,
             next_value: 1,
             healed: false,
@@ -610,8 +615,43 @@ impl World {
                 self.step(id, Event::Tick)?;
             }
         }
-        for c in 0..self.clients.len() {
-            self.client_turn(c)?;
+        self.proposals_arriving = Some(BTreeMap::new());
+        let turns = (0..self.clients.len()).try_for_each(|c| self.client_turn(c));
+        let arrived = self.proposals_arriving.take().unwrap_or_default();
+        turns?;
+        for (id, events) in arrived {
+            self.step_batch(id, events)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds `events` to replica `id` as one step batch, then carries out its commands (and
+    /// whatever they feed back, one event at a time) and checks every invariant.
+    fn step_batch(&mut self, id: u64, events: Vec<Event>) -> Result<(), Failure> {
+        let up = self.nodes.get(&id).is_some_and(|n| n.replica.is_some());
+        if !up {
+            return Ok(());
+        }
+        if self.spec.trace_lines > 0 || self.spec.verbose {
+            for event in &events {
+                self.log(|| format!("r{id} <- (batch) {event:?}"));
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(replica) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) {
+            replica.step_batch(events, &mut out);
+            replica.validate();
+        }
+        let mut queue = VecDeque::new();
+        for cmd in out {
+            if self.spec.trace_lines > 0 || self.spec.verbose {
+                self.log(|| format!("r{id} -> {cmd:?}"));
+            }
+            self.carry_out(id, cmd, &mut queue)?;
+        }
+        self.check_node(id)?;
+        while let Some(event) = queue.pop_front() {
+            self.step(id, event)?;
         }
         Ok(())
     }
@@ -1039,10 +1079,15 @@ impl World {
                 if let Some(n) = self.nodes.get_mut(&target.0) {
                     n.proposals.insert(pid, ci);
                 }
-                Event::Propose {
+                let event = Event::Propose {
                     id: pid,
                     payload: cmd.encode(),
+                };
+                if let Some(arriving) = self.proposals_arriving.as_mut() {
+                    arriving.entry(target.0).or_default().push(event);
+                    return Ok(());
                 }
+                event
             }
             ClientOp::Linear { .. } | ClientOp::Fast { .. } => {
                 let rid = ReadId(self.next_read);

@@ -9,12 +9,13 @@
 //! A decoded buffer must be consumed exactly ([`DecodeError::TrailingBytes`] otherwise).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::io::PersistOp;
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntry, Ballot, Decree, Membership, Proposal, ProposalId, ReplicaId, SlotDecree,
-    Snapshot, SnapshotMeta,
+    AcceptedEntry, Ballot, Batch, Decree, Membership, Payload, Proposal, ProposalId, ReplicaId,
+    SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 /// The encoding version written first in every buffer.
@@ -191,7 +192,7 @@ pub fn message_to_vec(msg: &Message) -> Vec<u8> {
 
 /// Decodes one message that fills `bytes` exactly. Never panics.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     r.version()?;
     let msg = match r.u8("message tag")? {
         0 => Message::PreVote {
@@ -240,7 +241,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             Message::Accept {
                 ballot,
                 commit,
-                entries: r.slot_decrees()?,
+                entries: r.shared_slot_decrees()?,
             }
         }
         6 => {
@@ -312,7 +313,7 @@ pub fn encode_persist_op(op: &PersistOp, out: &mut Vec<u8>) {
 
 /// Decodes one persist operation that fills `bytes` exactly. Never panics.
 pub fn decode_persist_op(bytes: &[u8]) -> Result<PersistOp, DecodeError> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     r.version()?;
     let op = match r.u8("persist tag")? {
         0 => PersistOp::SavePromise {
@@ -417,9 +418,19 @@ impl Writer<'_> {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// A copy of `bytes` that request payloads share, made at the first payload.
+    shared: Option<Arc<[u8]>>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader {
+            bytes,
+            pos: 0,
+            shared: None,
+        }
+    }
+
     fn left(&self) -> usize {
         self.bytes.len() - self.pos
     }
@@ -508,6 +519,31 @@ impl Reader<'_> {
         Ok(self.take(what, n as usize)?.to_vec())
     }
 
+    /// A request payload: a range of one copy of the whole input that every payload of this
+    /// input shares (one allocation per message, not one per request).
+    fn payload(&mut self) -> Result<Payload, DecodeError> {
+        let what = "payload";
+        let n = self.u32(what)?;
+        if n > MAX_BLOB_BYTES {
+            return Err(DecodeError::TooLong {
+                what,
+                len: n.into(),
+                max: MAX_BLOB_BYTES.into(),
+            });
+        }
+        let start = self.pos;
+        self.take(what, n as usize)?;
+        let buf = match &self.shared {
+            Some(buf) => Arc::clone(buf),
+            None => {
+                let buf: Arc<[u8]> = Arc::from(self.bytes);
+                self.shared = Some(Arc::clone(&buf));
+                buf
+            }
+        };
+        Ok(Payload::shared(buf, start, self.pos))
+    }
+
     fn ballot(&mut self) -> Result<Ballot, DecodeError> {
         Ok(Ballot {
             round: self.u64("ballot round")?,
@@ -536,13 +572,16 @@ impl Reader<'_> {
             0 => Ok(Decree::Noop),
             1 => {
                 let n = self.count("proposals", 12)?;
-                let mut props = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let id = ProposalId(self.u64("proposal id")?);
-                    let payload = self.bytes("payload")?;
-                    props.push(Proposal { id, payload });
-                }
-                Ok(Decree::Batch(props))
+                let filler = || Proposal {
+                    id: ProposalId(0),
+                    payload: Vec::new().into(),
+                };
+                let batch: Batch = self.shared_items(n, filler, |r| {
+                    let id = ProposalId(r.u64("proposal id")?);
+                    let payload = r.payload()?;
+                    Ok(Proposal { id, payload })
+                })?;
+                Ok(Decree::Batch(batch))
             }
             2 => Ok(Decree::Membership(self.membership()?)),
             tag => Err(DecodeError::UnknownTag {
@@ -559,6 +598,50 @@ impl Reader<'_> {
             slot,
             ballot,
             decree: self.decree()?,
+        })
+    }
+
+    /// Decodes `n` items straight into a shared slice ([`Batch`], [`SlotDecrees`]): one
+    /// allocation, sized up front from the count (which [`Reader::count`] bounded by the input
+    /// left). After the first error the remaining places are filled with `filler()` and the
+    /// error is returned.
+    fn shared_items<T, S: FromIterator<T>>(
+        &mut self,
+        n: usize,
+        filler: impl Fn() -> T,
+        mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<S, DecodeError> {
+        let mut failed = None;
+        let items: S = (0..n)
+            .map(|_| {
+                if failed.is_some() {
+                    return filler();
+                }
+                item(self).unwrap_or_else(|e| {
+                    failed = Some(e);
+                    filler()
+                })
+            })
+            .collect();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(items),
+        }
+    }
+
+    /// An accept's entries, decoded straight into one shared list.
+    fn shared_slot_decrees(&mut self) -> Result<SlotDecrees, DecodeError> {
+        let n = self.count("entries", 9)?;
+        let filler = || SlotDecree {
+            slot: 0,
+            decree: Decree::Noop,
+        };
+        self.shared_items(n, filler, |r| {
+            let slot = r.u64("slot")?;
+            Ok(SlotDecree {
+                slot,
+                decree: r.decree()?,
+            })
         })
     }
 
@@ -618,7 +701,7 @@ mod tests {
                 ps.into_iter()
                     .map(|(id, payload)| Proposal {
                         id: ProposalId(id),
-                        payload
+                        payload: payload.into()
                     })
                     .collect()
             )),
@@ -687,7 +770,7 @@ mod tests {
                 Message::Accept {
                     ballot,
                     commit,
-                    entries,
+                    entries: entries.into(),
                 }
             }),
             (ballot(), vec(any::<u64>(), 0..8))

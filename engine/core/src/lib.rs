@@ -7,7 +7,9 @@
 //! # The event/command loop
 //!
 //! A [`Replica`] is a pure state machine. The host feeds it one [`Event`] at a time with
-//! [`Replica::step`] and carries out the [`Command`]s it appends, in order:
+//! [`Replica::step`], or everything one pass of its loop collected with
+//! [`Replica::step_batch`] (then the proposals of the pass join one decree: group commit), and
+//! carries out the [`Command`]s it appends, in order:
 //!
 //! | event | what the host means |
 //! |---|---|
@@ -77,8 +79,11 @@
 //!   first unknown slot and of every membership decree the promises carry. Per slot it
 //!   re-proposes the value of the highest ballot and fills gaps with no-ops.
 //! * **Phase 2** is streamed: at most `Config::max_in_flight` slots above the commit index;
-//!   requests that arrive while the window is full are **batched** into one decree (up to
-//!   `max_batch_count` requests / `max_batch_bytes`). A slot is chosen when a majority of its
+//!   requests that arrive while the window is full, or together in one
+//!   [`Replica::step_batch`], are **batched** into one decree (up to `max_batch_count`
+//!   requests / `max_batch_bytes`). A decree's requests are one shared [`Batch`] and each
+//!   request's bytes a [`Payload`] (moved in from the host, or a range of the decoded
+//!   message), so replicating, logging and applying a decree copies no request. A slot is chosen when a majority of its
 //!   membership accepted it in the leader's ballot; the **commit index rides on every later
 //!   accept and heartbeat**; followers learn slots they accepted in that ballot and fetch the
 //!   rest ([`Message::CatchUpRequest`] → [`Message::Learn`] or [`Message::InstallSnapshot`]).
@@ -125,7 +130,8 @@
 //!
 //! # How it is tested
 //!
-//! `cargo test -p keel-core` runs: exact-command-list unit tests for each handler, table
+//! `cargo test -p keel-core` runs: exact-command-list unit tests for each handler (and for
+//! group commit: N proposals in one step batch become one decree, cut by `max_batch_count`), table
 //! tests for quorum arithmetic, lockstep scenarios (lease reads, read-index, an isolated leader
 //! and its successor waiting out the lease, transfer, membership changes including removing the
 //! leader, snapshot catch-up, crash/restart), seeded random clusters of 3 and 5 replicas with
@@ -156,6 +162,6 @@ pub use message::Message;
 pub use persist::PersistentState;
 pub use replica::Replica;
 pub use types::{
-    AcceptedEntry, Ballot, Decree, Membership, MembershipChange, Proposal, ProposalId, ReplicaId,
-    Slot, SlotDecree, Snapshot, SnapshotMeta,
+    AcceptedEntry, Ballot, Batch, Decree, Membership, MembershipChange, Payload, Proposal,
+    ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };

@@ -1,6 +1,6 @@
 //! Messages between replicas. Encoded for the wire by [`crate::codec`].
 
-use crate::types::{AcceptedEntry, Ballot, ReplicaId, Slot, SlotDecree, Snapshot};
+use crate::types::{AcceptedEntry, Ballot, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot};
 
 /// A message from one replica to another. The sender is given by the transport
 /// ([`crate::Event::Message::from`]); messages whose ballot names a leader other than the sender
@@ -60,8 +60,8 @@ pub enum Message {
         ballot: Ballot,
         /// The leader's commit index (piggybacked).
         commit: Slot,
-        /// The values, in slot order.
-        entries: Vec<SlotDecree>,
+        /// The values, in slot order (shared by every peer's copy of the message).
+        entries: SlotDecrees,
     },
     /// Phase 2b, sent only after the accepted values are durable.
     Accepted {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 /// A replica's identity, unique in the cluster for its whole life (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -60,7 +61,140 @@ pub struct Proposal {
     /// The host's id for the request.
     pub id: ProposalId,
     /// The opaque request the state machine executes.
-    pub payload: Vec<u8>,
+    pub payload: Payload,
+}
+
+/// The bytes of one request: either the proposer's own buffer, moved in (the leader), or a
+/// range of one buffer shared by every request decoded from the same message (a follower:
+/// decoding a message of many requests allocates once for all their bytes, not once each).
+///
+/// Reads as a `&[u8]` (`Deref`). Equality, ordering of bytes and hashing look at the bytes
+/// only, so a moved-in and a decoded payload of the same bytes are equal.
+#[derive(Clone)]
+pub struct Payload(PayloadRepr);
+
+#[derive(Clone)]
+enum PayloadRepr {
+    Owned(Vec<u8>),
+    Shared {
+        buf: Arc<[u8]>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Payload {
+    /// `buf[start..end]`, sharing `buf` (a reference count, no copy).
+    ///
+    /// Panics if the range is not within `buf` (a bug in the caller).
+    pub fn shared(buf: Arc<[u8]>, start: usize, end: usize) -> Payload {
+        assert!(
+            start <= end && end <= buf.len(),
+            "payload range {start}..{end} outside a buffer of {} bytes",
+            buf.len()
+        );
+        Payload(PayloadRepr::Shared { buf, start, end })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            PayloadRepr::Owned(v) => v,
+            PayloadRepr::Shared { buf, start, end } => &buf[*start..*end],
+        }
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    /// Moves the buffer in (no copy, no allocation).
+    fn from(v: Vec<u8>) -> Payload {
+        Payload(PayloadRepr::Owned(v))
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Payload {}
+
+impl std::hash::Hash for Payload {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
+/// The client requests of one [`Decree::Batch`], in order: immutable and shared.
+///
+/// Cloning a `Batch` only bumps a reference count, so the leader hands the same requests to
+/// its own log, to every peer's accept message, to its in-flight window and to the apply
+/// command without copying a payload (one allocation per decree, none per request).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Batch(Arc<[Proposal]>);
+
+impl Batch {
+    /// The requests, in order.
+    pub fn proposals(&self) -> &[Proposal] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [Proposal];
+
+    fn deref(&self) -> &[Proposal] {
+        &self.0
+    }
+}
+
+impl From<Vec<Proposal>> for Batch {
+    fn from(v: Vec<Proposal>) -> Batch {
+        Batch(v.into())
+    }
+}
+
+impl FromIterator<Proposal> for Batch {
+    /// One allocation when the iterator knows its exact length (a `Vec`'s `drain`).
+    fn from_iter<I: IntoIterator<Item = Proposal>>(iter: I) -> Batch {
+        Batch(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a Proposal;
+    type IntoIter = std::slice::Iter<'a, Proposal>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
 }
 
 /// The voting and non-voting members of the cluster.
@@ -191,8 +325,9 @@ pub enum MembershipChange {
 pub enum Decree {
     /// Fills a gap or commits a new leader's ballot; the state machine skips it.
     Noop,
-    /// Client requests batched into one decree, executed in order.
-    Batch(Vec<Proposal>),
+    /// Client requests batched into one decree, executed in order (shared: cloning the
+    /// decree copies no request).
+    Batch(Batch),
     /// The cluster membership for every slot from this one's + alpha on.
     Membership(Membership),
 }
@@ -226,6 +361,48 @@ pub struct SlotDecree {
     pub slot: Slot,
     /// The value.
     pub decree: Decree,
+}
+
+/// The values of one phase 2a ([`crate::Message::Accept`]), in slot order: immutable and
+/// shared, like [`Batch`]. The leader builds the list once and every peer's accept message
+/// (and its own durable acceptance) shares it by reference count.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SlotDecrees(Arc<[SlotDecree]>);
+
+impl std::ops::Deref for SlotDecrees {
+    type Target = [SlotDecree];
+
+    fn deref(&self) -> &[SlotDecree] {
+        &self.0
+    }
+}
+
+impl From<Vec<SlotDecree>> for SlotDecrees {
+    fn from(v: Vec<SlotDecree>) -> SlotDecrees {
+        SlotDecrees(v.into())
+    }
+}
+
+impl FromIterator<SlotDecree> for SlotDecrees {
+    /// One allocation when the iterator knows its exact length (a `Vec`'s `drain`).
+    fn from_iter<I: IntoIterator<Item = SlotDecree>>(iter: I) -> SlotDecrees {
+        SlotDecrees(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a SlotDecrees {
+    type Item = &'a SlotDecree;
+    type IntoIter = std::slice::Iter<'a, SlotDecree>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for SlotDecrees {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
 }
 
 /// What a state machine checkpoint covers: every decree up to and including `slot` is in it.

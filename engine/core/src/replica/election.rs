@@ -449,6 +449,8 @@ impl Replica {
             next_send: first,
             in_flight,
             queue: VecDeque::new(),
+            batch_scratch: Vec::new(),
+            spare_acks: Vec::new(),
             peers: BTreeMap::new(),
             hb_seq: 0,
             last_heartbeat_at: self.now,
@@ -540,6 +542,8 @@ impl Replica {
     }
 
     pub(super) fn on_transfer_leadership(&mut self, to: ReplicaId, out: &mut Vec<Command>) {
+        // Proposals that arrived before the transfer request get their slots first.
+        self.cut_deferred(out);
         let now = self.now;
         let timeout = self.config.transfer_timeout_ticks;
         let is_voter = self.governing().voters.contains(&to);

@@ -93,14 +93,33 @@ pub struct Replica {
 
     /// Highest promise seen at the end of a step (ballot monotonicity across steps).
     promised_high_water: Ballot,
+
+    /// Inside [`Replica::step_batch`]: cutting and sending decrees waits for the batch's end.
+    batching: bool,
+    /// A handler wanted to cut or send decrees during the current step batch.
+    pump_deferred: bool,
+    /// Reused by the leader for the replicas each batch and heartbeat goes to.
+    targets_scratch: Vec<ReplicaId>,
+    /// Reused by the leader to gather the values of one phase 2a.
+    entries_scratch: Vec<crate::types::SlotDecree>,
+    /// Reused by a follower for the slots a commit index makes chosen.
+    chosen_scratch: Vec<(Slot, Decree)>,
 }
 
 /// A message or internal vote released once a persist token is durable.
 #[derive(Debug)]
 enum Gated {
-    Send { to: ReplicaId, msg: Message },
-    SelfPromised { ballot: Ballot },
-    SelfAccepted { ballot: Ballot, slots: Vec<Slot> },
+    Send {
+        to: ReplicaId,
+        msg: Message,
+    },
+    SelfPromised {
+        ballot: Ballot,
+    },
+    SelfAccepted {
+        ballot: Ballot,
+        entries: crate::types::SlotDecrees,
+    },
 }
 
 #[derive(Debug)]
@@ -203,6 +222,10 @@ struct Leader {
     /// Slots above the commit index that hold a value in this ballot.
     in_flight: BTreeMap<Slot, InFlight>,
     queue: VecDeque<Queued>,
+    /// Vote lists of committed slots, reused for new ones (at most `max_in_flight`).
+    spare_acks: Vec<Vec<ReplicaId>>,
+    /// Where `cut_batch` gathers a decree's requests (reused: keeps its capacity).
+    batch_scratch: Vec<crate::types::Proposal>,
     peers: BTreeMap<ReplicaId, Peer>,
     hb_seq: u64,
     last_heartbeat_at: u64,
@@ -284,6 +307,11 @@ impl Replica {
             electable: true,
             fast_reads: Vec::new(),
             promised_high_water: promised,
+            batching: false,
+            pump_deferred: false,
+            targets_scratch: Vec::new(),
+            chosen_scratch: Vec::new(),
+            entries_scratch: Vec::new(),
             config,
         };
         r.reset_election_timer();
@@ -330,6 +358,34 @@ impl Replica {
             "commit regressed from {commit_before}"
         );
         self.promised_high_water = self.promised;
+    }
+
+    /// Feeds a batch of events (everything the host collected in one pass of its loop), then
+    /// cuts decrees **once** for every request queued by the batch: proposals that arrived
+    /// together join one decree (group commit), still bounded by `Config::max_batch_count`,
+    /// `Config::max_batch_bytes` and the `Config::max_in_flight` window.
+    ///
+    /// The same as calling [`Replica::step`] for each event, except that while the batch runs
+    /// the leader only queues: it cuts and sends phase 2a at the end. With `step` one at a time
+    /// every proposal that finds the window open becomes its own decree.
+    pub fn step_batch(&mut self, events: impl IntoIterator<Item = Event>, out: &mut Vec<Command>) {
+        contract!(self, !self.batching, "step_batch entered twice");
+        self.batching = true;
+        for event in events {
+            self.step(event, out);
+        }
+        self.batching = false;
+        if std::mem::take(&mut self.pump_deferred) {
+            let commit_before = self.commit;
+            self.pump(out);
+            self.report_role(out);
+            contract!(
+                self,
+                self.commit == commit_before,
+                "cutting decrees moved the commit index"
+            );
+        }
+        contract!(self, !self.pump_deferred, "a deferred send was left behind");
     }
 
     /// Convenience wrapper around [`Replica::step`] returning a fresh command list.
@@ -700,7 +756,7 @@ impl Replica {
         match gated {
             Gated::Send { to, msg } => out.push(Command::Send { to, msg }),
             Gated::SelfPromised { ballot } => self.on_self_promised(ballot, out),
-            Gated::SelfAccepted { ballot, slots } => self.on_self_accepted(ballot, &slots, out),
+            Gated::SelfAccepted { ballot, entries } => self.on_self_accepted(ballot, &entries, out),
         }
     }
 

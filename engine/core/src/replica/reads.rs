@@ -11,6 +11,8 @@ impl Replica {
     /// value when the read arrived, and either holds a lease or a majority acknowledged a
     /// heartbeat sent after the read arrived (read-index).
     pub(super) fn on_read(&mut self, id: ReadId, out: &mut Vec<Command>) {
+        // A read sees every write proposed before it, also within one step batch.
+        self.cut_deferred(out);
         let hint = self.leader_hint;
         let pending = self.pending_reads();
         let max = self.config.max_pending_reads;
@@ -194,6 +196,8 @@ impl Replica {
             }
         });
         let (lease_ok, confirmed) = match &self.role {
+            // Nothing waits: skip the quorum arithmetic (this runs on every apply).
+            RoleState::Leader(l) if l.reads.is_empty() => return,
             RoleState::Leader(l) => (self.lease_valid(l), self.confirmed_seq(l)),
             _ => return,
         };

@@ -9,7 +9,7 @@ use crate::io::{AbortReason, Command, PersistOp, PersistToken, ReadRefusal};
 use crate::message::Message;
 use crate::types::{
     AcceptedEntry, Ballot, Decree, Membership, MembershipChange, Proposal, ProposalId, ReplicaId,
-    Slot, SlotDecree, Snapshot, SnapshotMeta,
+    Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 impl Replica {
@@ -98,6 +98,11 @@ impl Replica {
     /// most `max_in_flight` above the commit index, and nothing past an unchosen membership
     /// decree.
     pub(super) fn pump(&mut self, out: &mut Vec<Command>) {
+        if self.batching {
+            // Inside `step_batch`: cut once, at the end, for everything the batch queued.
+            self.pump_deferred = true;
+            return;
+        }
         let commit = self.commit;
         let now = self.now;
         let window = self.config.max_in_flight;
@@ -106,10 +111,13 @@ impl Replica {
         let id = self.id;
         let configs = &self.configs;
         let initial = &self.config.initial_membership;
+        // Built in a buffer the replica keeps, then shared by the log append and every peer.
+        let mut batch = std::mem::take(&mut self.entries_scratch);
+        batch.clear();
         let RoleState::Leader(l) = &mut self.role else {
+            self.entries_scratch = batch;
             return;
         };
-        let mut batch: Vec<SlotDecree> = Vec::new();
         loop {
             let slot = l.next_send;
             // The window is also alpha: the membership of `slot` depends on chosen slots only.
@@ -138,7 +146,7 @@ impl Replica {
                     slot,
                     InFlight {
                         decree,
-                        acks: Vec::new(),
+                        acks: l.spare_acks.pop().unwrap_or_default(),
                         sent: false,
                         sent_at: now,
                     },
@@ -162,17 +170,30 @@ impl Replica {
             "pipeline window exceeded: next send {} with commit {commit}",
             l.next_send
         );
-        if !batch.is_empty() {
-            self.send_entries(batch, out);
+        let entries: Option<SlotDecrees> = (!batch.is_empty()).then(|| batch.drain(..).collect());
+        self.entries_scratch = batch;
+        if let Some(entries) = entries {
+            self.send_entries(entries, out);
+        }
+    }
+
+    /// Inside a step batch: cuts the decrees deferred so far now (an event that must be ordered
+    /// after the proposals before it, such as a linearizable read, calls this first).
+    pub(super) fn cut_deferred(&mut self, out: &mut Vec<Command>) {
+        if self.batching && self.pump_deferred {
+            self.batching = false;
+            self.pump_deferred = false;
+            self.pump(out);
+            self.batching = true;
         }
     }
 
     /// Accepts `entries` ourselves (durably) and sends them to every member.
-    fn send_entries(&mut self, entries: Vec<SlotDecree>, out: &mut Vec<Command>) {
+    fn send_entries(&mut self, entries: SlotDecrees, out: &mut Vec<Command>) {
         let Some(ballot) = self.leader_ballot() else {
             return;
         };
-        for e in &entries {
+        for e in entries.iter() {
             contract!(
                 self,
                 e.slot > self.commit,
@@ -197,9 +218,10 @@ impl Replica {
                 decree: e.decree.clone(),
             })
             .collect();
-        let slots: Vec<Slot> = entries.iter().map(|e| e.slot).collect();
         let token = self.persist(PersistOp::Append { entries: stored }, out);
-        for to in self.leader_targets() {
+        let mut targets = std::mem::take(&mut self.targets_scratch);
+        self.leader_targets_into(&mut targets);
+        for &to in &targets {
             out.push(Command::Send {
                 to,
                 msg: Message::Accept {
@@ -209,13 +231,23 @@ impl Replica {
                 },
             });
         }
-        self.after_persist(token, Gated::SelfAccepted { ballot, slots }, out);
+        self.targets_scratch = targets;
+        self.after_persist(token, Gated::SelfAccepted { ballot, entries }, out);
     }
 
     /// Every member the leader replicates to: the membership governing the next slot and any
     /// membership in flight.
     pub(super) fn leader_targets(&self) -> BTreeSet<ReplicaId> {
-        let mut t: BTreeSet<ReplicaId> = self.membership_at(self.commit + 1).members().collect();
+        let mut t = Vec::new();
+        self.leader_targets_into(&mut t);
+        t.into_iter().collect()
+    }
+
+    /// [`Replica::leader_targets`] into a buffer the caller reuses (in id order, no
+    /// duplicates): the hot path sends every batch and heartbeat to these without allocating.
+    pub(super) fn leader_targets_into(&self, t: &mut Vec<ReplicaId>) {
+        t.clear();
+        t.extend(self.membership_at(self.commit + 1).members());
         for m in self.configs.range(self.commit + 2..).map(|(_, m)| m) {
             t.extend(m.members());
         }
@@ -226,8 +258,10 @@ impl Replica {
                 }
             }
         }
-        t.remove(&self.id);
-        t
+        let me = self.id;
+        t.retain(|r| *r != me);
+        t.sort_unstable();
+        t.dedup();
     }
 
     /// Memberships whose majorities a leader needs (for its lease and read-index): the one
@@ -255,7 +289,7 @@ impl Replica {
         from: ReplicaId,
         ballot: Ballot,
         commit: Slot,
-        entries: Vec<SlotDecree>,
+        entries: SlotDecrees,
         out: &mut Vec<Command>,
     ) {
         let promised_before = self.promised;
@@ -271,7 +305,7 @@ impl Replica {
         }
         let mut stored = Vec::new();
         let mut slots = Vec::new();
-        for e in entries {
+        for e in entries.iter() {
             if e.slot == 0 {
                 continue; // malformed
             }
@@ -302,7 +336,7 @@ impl Replica {
             stored.push(AcceptedEntry {
                 slot: e.slot,
                 ballot,
-                decree: e.decree,
+                decree: e.decree.clone(),
             });
         }
         if !stored.is_empty() {
@@ -367,7 +401,7 @@ impl Replica {
     pub(super) fn on_self_accepted(
         &mut self,
         ballot: Ballot,
-        slots: &[Slot],
+        entries: &[SlotDecree],
         out: &mut Vec<Command>,
     ) {
         let id = self.id;
@@ -378,7 +412,7 @@ impl Replica {
         if l.ballot != ballot {
             return;
         }
-        for slot in slots {
+        for slot in entries.iter().map(|e| &e.slot) {
             if let Some(f) = l.in_flight.get_mut(slot)
                 && !f.acks.contains(&id)
             {
@@ -395,11 +429,12 @@ impl Replica {
     /// A slot is chosen when a majority of the membership governing it accepted it in our
     /// ballot; the commit index moves over consecutive chosen slots.
     fn advance_leader_commit(&mut self, out: &mut Vec<Command>) {
+        let window = self.config.max_in_flight;
         let double = self.mutation_on(Mutation::DoubleCountVote);
         let short = self.mutation_on(Mutation::CommitWithoutMajority);
         loop {
             let slot = self.commit + 1;
-            let membership = self.membership_at(slot).clone();
+            let membership = membership_in(&self.configs, &self.config.initial_membership, slot);
             let RoleState::Leader(l) = &mut self.role else {
                 return;
             };
@@ -415,12 +450,13 @@ impl Replica {
                 .filter(|a| membership.voters.contains(a))
                 .count();
             if !double {
-                let distinct: BTreeSet<&ReplicaId> = f.acks.iter().collect();
-                contract!(
-                    self,
-                    distinct.len() == f.acks.len(),
-                    "a vote counted twice at slot {slot}"
-                );
+                // A handful of voters: a quadratic check allocates nothing.
+                let distinct = f
+                    .acks
+                    .iter()
+                    .enumerate()
+                    .all(|(i, a)| !f.acks[..i].contains(a));
+                contract!(self, distinct, "a vote counted twice at slot {slot}");
             }
             let needed = if short {
                 membership.quorum().saturating_sub(1).max(1)
@@ -430,10 +466,18 @@ impl Replica {
             if votes < needed {
                 break;
             }
-            let Some(f) = l.in_flight.remove(&slot) else {
+            let Some(InFlight {
+                decree, mut acks, ..
+            }) = l.in_flight.remove(&slot)
+            else {
                 break;
             };
-            self.learn_chosen(slot, f.decree);
+            // The vote list goes back for the next slot (bounded by the window).
+            if (l.spare_acks.len() as u64) < window {
+                acks.clear();
+                l.spare_acks.push(acks);
+            }
+            self.learn_chosen(slot, decree);
             contract!(
                 self,
                 self.commit >= slot,
@@ -479,15 +523,19 @@ impl Replica {
         if commit <= self.commit {
             return;
         }
-        let found: Vec<(Slot, Decree)> = self
-            .accepted
-            .range(self.commit + 1..=commit)
-            .filter(|(_, (b, _))| *b == ballot)
-            .map(|(s, (_, d))| (*s, d.clone()))
-            .collect();
-        for (slot, decree) in found {
+        // A buffer the replica keeps: learning commits on every accept allocates nothing.
+        let mut found = std::mem::take(&mut self.chosen_scratch);
+        found.clear();
+        found.extend(
+            self.accepted
+                .range(self.commit + 1..=commit)
+                .filter(|(_, (b, _))| *b == ballot)
+                .map(|(s, (_, d))| (*s, d.clone())),
+        );
+        for (slot, decree) in found.drain(..) {
             self.learn_chosen(slot, decree);
         }
+        self.chosen_scratch = found;
         self.apply_committed(out);
     }
 
@@ -569,14 +617,16 @@ impl Replica {
     pub(super) fn broadcast_heartbeat(&mut self, out: &mut Vec<Command>) {
         let now = self.now;
         let commit = self.commit;
-        let targets = self.leader_targets();
+        let mut targets = std::mem::take(&mut self.targets_scratch);
+        self.leader_targets_into(&mut targets);
         let RoleState::Leader(l) = &mut self.role else {
+            self.targets_scratch = targets;
             return;
         };
         l.hb_seq += 1;
         l.last_heartbeat_at = now;
         let (ballot, seq) = (l.ballot, l.hb_seq);
-        for to in targets {
+        for &to in &targets {
             out.push(Command::Send {
                 to,
                 msg: Message::Heartbeat {
@@ -587,6 +637,7 @@ impl Replica {
                 },
             });
         }
+        self.targets_scratch = targets;
         self.update_lease();
         self.serve_reads(out);
     }
@@ -601,7 +652,7 @@ impl Replica {
             return;
         };
         for to in targets {
-            let entries: Vec<SlotDecree> = l
+            let entries: SlotDecrees = l
                 .in_flight
                 .iter()
                 .filter(|(_, f)| f.sent && f.sent_at + hb <= now && !f.acks.contains(&to))
@@ -899,7 +950,7 @@ impl Replica {
                 out.push(Command::ProposalAborted { id: *id, reason });
             }
             if let Decree::Batch(props) = f.decree {
-                for p in props {
+                for p in props.iter() {
                     out.push(Command::ProposalAborted {
                         id: p.id,
                         reason: AbortReason::LeadershipLost { hint },
@@ -926,7 +977,10 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
         }
         return None;
     }
-    let mut batch: Vec<Proposal> = Vec::new();
+    // Requests gather in a buffer the leader keeps, then move into the shared batch in one
+    // allocation (the buffer keeps its capacity for the next decree).
+    let batch = &mut l.batch_scratch;
+    batch.clear();
     let mut bytes = 0usize;
     while let Some(Queued::Request { payload, .. }) = l.queue.front() {
         let len = payload.len();
@@ -935,12 +989,28 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
         }
         if let Some(Queued::Request { id, payload }) = l.queue.pop_front() {
             bytes += len;
-            batch.push(Proposal { id, payload });
+            batch.push(Proposal {
+                id,
+                payload: payload.into(),
+            });
         }
     }
     if batch.is_empty() {
         None
     } else {
-        Some(Decree::Batch(batch))
+        Some(Decree::Batch(batch.drain(..).collect()))
     }
+}
+
+/// The membership governing `slot` given the committed memberships by first slot (a free
+/// function so a caller holding the leader state mutably can still read it).
+fn membership_in<'a>(
+    configs: &'a std::collections::BTreeMap<Slot, Membership>,
+    initial: &'a Membership,
+    slot: Slot,
+) -> &'a Membership {
+    configs
+        .range(..=slot)
+        .next_back()
+        .map_or(initial, |(_, m)| m)
 }

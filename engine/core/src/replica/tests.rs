@@ -121,7 +121,7 @@ fn elect_r1() -> Replica {
     let accept = Message::Accept {
         ballot: b(1, 1),
         commit: 0,
-        entries: noop,
+        entries: noop.into(),
     };
     let hb = Message::Heartbeat {
         ballot: b(1, 1),
@@ -239,23 +239,27 @@ fn proposals_are_batched_when_the_window_is_full() {
             slots: vec![1],
         },
     ));
-    let batch = Decree::Batch(vec![
-        Proposal {
-            id: ProposalId(1),
-            payload: vec![1],
-        },
-        Proposal {
-            id: ProposalId(2),
-            payload: vec![2],
-        },
-    ]);
+    let batch = Decree::Batch(
+        vec![
+            Proposal {
+                id: ProposalId(1),
+                payload: vec![1].into(),
+            },
+            Proposal {
+                id: ProposalId(2),
+                payload: vec![2].into(),
+            },
+        ]
+        .into(),
+    );
     let accept = Message::Accept {
         ballot: b(1, 1),
         commit: 1,
         entries: vec![SlotDecree {
             slot: 2,
             decree: batch.clone(),
-        }],
+        }]
+        .into(),
     };
     assert_eq!(
         out,
@@ -280,6 +284,119 @@ fn proposals_are_batched_when_the_window_is_full() {
     );
 }
 
+fn proposal(n: u64) -> Proposal {
+    Proposal {
+        id: ProposalId(n),
+        payload: vec![n as u8].into(),
+    }
+}
+
+fn proposals(ids: impl IntoIterator<Item = u64>) -> Vec<Event> {
+    ids.into_iter()
+        .map(|n| Event::Propose {
+            id: ProposalId(n),
+            payload: vec![n as u8],
+        })
+        .collect()
+}
+
+/// Group commit: proposals that arrive in one pass of the host's loop (one `step_batch`) join
+/// one decree even though the window has room for each to go alone.
+#[test]
+fn proposals_fed_in_one_step_batch_become_one_decree() {
+    let mut r = elect_r1();
+    let mut out = Vec::new();
+    r.step_batch(proposals(1..=5), &mut out);
+    let batch = Decree::Batch((1..=5).map(proposal).collect());
+    let accept = Message::Accept {
+        ballot: b(1, 1),
+        commit: 0,
+        entries: vec![SlotDecree {
+            slot: 2,
+            decree: batch.clone(),
+        }]
+        .into(),
+    };
+    assert_eq!(
+        out,
+        vec![
+            Command::Persist {
+                token: tok(3),
+                op: PersistOp::Append {
+                    entries: vec![AcceptedEntry {
+                        slot: 2,
+                        ballot: b(1, 1),
+                        decree: batch
+                    }]
+                }
+            },
+            send(2, accept.clone()),
+            send(3, accept),
+        ]
+    );
+    r.validate();
+
+    // Stepped one at a time, each proposal that finds the window open is its own decree.
+    let mut r = elect_r1();
+    let appends = proposals(1..=5)
+        .into_iter()
+        .flat_map(|e| r.step_collect(e))
+        .filter(|c| matches!(c, Command::Persist { .. }))
+        .count();
+    assert_eq!(appends, 5);
+}
+
+/// The end-of-batch cut still honours `max_batch_count`: five requests with a bound of two
+/// become three decrees, sent in one accept.
+#[test]
+fn a_step_batch_is_cut_into_decrees_of_at_most_max_batch_count() {
+    let mut config = three();
+    config.max_batch_count = 2;
+    let mut r = {
+        let mut fresh = Replica::new(id(1), config, 7).unwrap();
+        tick_until_output(&mut fresh);
+        fresh.step_collect(msg(
+            2,
+            Message::PreVoteReply {
+                ballot: b(1, 1),
+                granted: true,
+            },
+        ));
+        fresh.step_collect(Event::Persisted { token: tok(1) });
+        fresh.step_collect(msg(
+            2,
+            Message::Promise {
+                ballot: b(1, 1),
+                from_slot: 1,
+                log_start: 0,
+                commit: 0,
+                accepted: vec![],
+            },
+        ));
+        assert_eq!(fresh.role(), Role::Leader);
+        fresh
+    };
+    let mut out = Vec::new();
+    r.step_batch(proposals(1..=5), &mut out);
+    let entries: Vec<SlotDecree> = [vec![1, 2], vec![3, 4], vec![5]]
+        .into_iter()
+        .zip(2..)
+        .map(|(ids, slot)| SlotDecree {
+            slot,
+            decree: Decree::Batch(ids.into_iter().map(proposal).collect()),
+        })
+        .collect();
+    let accept = Message::Accept {
+        ballot: b(1, 1),
+        commit: 0,
+        entries: entries.clone().into(),
+    };
+    assert_eq!(out.len(), 3, "one append and one accept per peer: {out:?}");
+    assert_eq!(out[1], send(2, accept.clone()));
+    assert_eq!(out[2], send(3, accept));
+    r.validate();
+}
+
 #[test]
 fn acceptor_releases_acknowledgement_only_after_persist() {
     let mut r = Replica::new(id(2), three(), 1).unwrap();
@@ -292,7 +409,7 @@ fn acceptor_releases_acknowledgement_only_after_persist() {
         Message::Accept {
             ballot: b(1, 1),
             commit: 0,
-            entries,
+            entries: entries.into(),
         },
     ));
     assert_eq!(
@@ -340,7 +457,7 @@ fn acceptor_releases_acknowledgement_only_after_persist() {
             Message::Accept {
                 ballot: b(0, 3),
                 commit: 0,
-                entries
+                entries: entries.into()
             }
         )),
         vec![send(
