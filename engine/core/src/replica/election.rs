@@ -8,7 +8,7 @@ use super::{
 };
 use crate::io::Command;
 use crate::message::Message;
-use crate::quorum::kth_largest;
+use crate::quorum::kth_largest_of;
 use crate::types::{AcceptedEntry, Ballot, Decree, Membership, ReplicaId, Slot};
 
 impl Replica {
@@ -628,6 +628,7 @@ impl Replica {
     /// keeps leading (with the window at least the lease, that only happens while a membership
     /// change brings in voters); a single voter always hears a majority (itself).
     ///
+    /// Allocates nothing unless a voter is met for the first time (it runs every tick).
     /// Returns whether it stepped down.
     pub(super) fn check_quorum(&mut self, out: &mut Vec<Command>) -> bool {
         contract!(
@@ -639,23 +640,36 @@ impl Replica {
         if window == 0 {
             return false;
         }
-        let memberships = self.leader_memberships();
         let (id, now) = (self.id, self.now);
-        let RoleState::Leader(l) = &mut self.role else {
-            return false;
-        };
         // A voter first needed now (its membership just went in flight) gets a full window.
-        for v in memberships.iter().flat_map(|m| m.voters.iter()) {
-            if *v != id {
-                let p = l.peers.entry(*v).or_default();
-                p.heard_at = p.heard_at.or(Some(now));
-            }
-        }
-        let heard = quorum_heard_at(&memberships, id, now, &l.peers);
-        contract!(self, heard <= now, "a majority heard at {heard}, after now");
         let RoleState::Leader(l) = &self.role else {
             return false;
         };
+        let unheard =
+            |v: &&ReplicaId| **v != id && l.peers.get(*v).and_then(|p| p.heard_at).is_none();
+        if self
+            .leader_memberships_iter(l)
+            .any(|m| m.voters.iter().any(|v| unheard(&v)))
+        {
+            let newcomers: Vec<ReplicaId> = self
+                .leader_memberships_iter(l)
+                .flat_map(|m| m.voters.iter().filter(unheard).copied())
+                .collect();
+            if let RoleState::Leader(l) = &mut self.role {
+                for v in newcomers {
+                    l.peers.entry(v).or_default().heard_at = Some(now);
+                }
+            }
+        }
+        let RoleState::Leader(l) = &self.role else {
+            return false;
+        };
+        let heard = self
+            .leader_memberships_iter(l)
+            .map(|m| quorum_heard_at(m, id, now, &l.peers))
+            .min()
+            .unwrap_or(now);
+        contract!(self, heard <= now, "a majority heard at {heard}, after now");
         if now < heard + window || self.lease_valid(l) {
             return false;
         }
@@ -668,31 +682,37 @@ impl Replica {
         );
         true
     }
+
+    /// The memberships whose majorities a leader needs, as `leader_memberships` lists them,
+    /// without cloning them.
+    fn leader_memberships_iter<'a>(
+        &'a self,
+        l: &'a Leader,
+    ) -> impl Iterator<Item = &'a Membership> + 'a {
+        std::iter::once(self.membership_at(self.commit + 1))
+            .chain(self.configs.range(self.commit + 2..).map(|(_, m)| m))
+            .chain(l.in_flight.values().filter_map(|f| match &f.decree {
+                Decree::Membership(m) => Some(m),
+                _ => None,
+            }))
+    }
 }
 
-/// The latest tick by which a majority of every membership in `memberships` had been heard:
-/// per membership the quorum-th most recent contact among its voters (`leader` counts at `now`,
-/// a peer never heard counts as never), the oldest of those.
+/// The latest tick by which a majority of `m`'s voters had been heard: the quorum-th most
+/// recent contact (`leader` counts at `now`, a peer never heard counts as never; 0 when no
+/// majority was ever heard).
 fn quorum_heard_at(
-    memberships: &[Membership],
+    m: &Membership,
     leader: ReplicaId,
     now: u64,
     peers: &BTreeMap<ReplicaId, Peer>,
 ) -> u64 {
-    let mut heard = now;
-    for m in memberships {
-        let times: Vec<u64> = m
-            .voters
-            .iter()
-            .filter_map(|v| {
-                if *v == leader {
-                    Some(now)
-                } else {
-                    peers.get(v).and_then(|p| p.heard_at)
-                }
-            })
-            .collect();
-        heard = heard.min(kth_largest(times, m.quorum()).unwrap_or(0));
-    }
-    heard
+    let heard = m.voters.iter().filter_map(|v| {
+        if *v == leader {
+            Some(now)
+        } else {
+            peers.get(v).and_then(|p| p.heard_at)
+        }
+    });
+    kth_largest_of(heard, m.quorum()).unwrap_or(0)
 }
