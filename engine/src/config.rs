@@ -25,6 +25,7 @@
 //! election_timeout_max_ms = 120
 //! lease_ms = 30
 //! clock_drift_us = 2000
+//! # check_quorum_ms = 60        # default: election_timeout_min_ms; 0 disables
 //!
 //! [runtime]
 //! loop_core = 0                 # pin the replica loop to this core (omit: not pinned)
@@ -162,6 +163,12 @@ pub struct Timing {
     pub lease_ms: u64,
     /// Bound on clock drift between replicas, subtracted from the lease.
     pub clock_drift_us: u64,
+    /// CheckQuorum: a leader that has heard from no majority of the voters for this long steps
+    /// down, so its clients get [`crate::Error::NotLeader`] and retry elsewhere instead of
+    /// waiting out their own timeout. Unset: `election_timeout_min_ms`. `0` disables it.
+    /// Otherwise it must exceed `heartbeat_ms` and be at least `lease_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_quorum_ms: Option<u64>,
 }
 
 impl Default for Timing {
@@ -173,11 +180,18 @@ impl Default for Timing {
             election_timeout_max_ms: 120,
             lease_ms: 30,
             clock_drift_us: 2000,
+            check_quorum_ms: None,
         }
     }
 }
 
 impl Timing {
+    /// The check-quorum window in effect: `check_quorum_ms`, or the smallest election timeout
+    /// when unset (`0`: off).
+    pub fn check_quorum_window_ms(&self) -> u64 {
+        self.check_quorum_ms.unwrap_or(self.election_timeout_min_ms)
+    }
+
     /// Converts a duration in microseconds to ticks, rounding up, at least one.
     pub fn ticks(&self, us: u64) -> u64 {
         us.div_ceil(self.tick_us.max(1)).max(1)
@@ -515,6 +529,19 @@ impl Config {
                 ),
             ));
         }
+        let check_quorum_ms = t.check_quorum_window_ms();
+        if check_quorum_ms > 0
+            && (check_quorum_ms <= t.heartbeat_ms || check_quorum_ms < t.lease_ms)
+        {
+            return Err(invalid(
+                "timing.check_quorum_ms",
+                format!(
+                    "{check_quorum_ms} must exceed timing.heartbeat_ms ({}) and be at least \
+                     timing.lease_ms ({}), or be 0 to turn check-quorum off",
+                    t.heartbeat_ms, t.lease_ms
+                ),
+            ));
+        }
         let b = &self.batching;
         if b.max_batch_entries == 0 {
             return Err(invalid("batching.max_batch_entries", "must be at least 1"));
@@ -751,6 +778,21 @@ mod tests {
                 "timing.lease_ms",
             ),
             (
+                three().timing(Timing {
+                    check_quorum_ms: Some(20),
+                    ..Timing::default()
+                }),
+                "timing.check_quorum_ms",
+            ),
+            (
+                three().timing(Timing {
+                    check_quorum_ms: Some(5),
+                    lease_ms: 0,
+                    ..Timing::default()
+                }),
+                "timing.check_quorum_ms",
+            ),
+            (
                 three().batching(Batching {
                     pipeline_window: 0,
                     ..Batching::default()
@@ -817,6 +859,31 @@ mod tests {
         let c = Config::from_toml_str(minimal).unwrap();
         assert_eq!(c.members[1].addr, "replica-2");
         assert_eq!(c.timing, Timing::default());
+    }
+
+    #[test]
+    fn check_quorum_defaults_to_the_election_timeout_and_zero_turns_it_off() {
+        let t = Timing::default();
+        assert_eq!(t.check_quorum_window_ms(), t.election_timeout_min_ms);
+        let off = three()
+            .timing(Timing {
+                check_quorum_ms: Some(0),
+                ..Timing::default()
+            })
+            .build()
+            .unwrap();
+        assert_eq!(off.timing.check_quorum_window_ms(), 0);
+        assert_eq!(Config::from_toml_str(&off.to_toml()).unwrap(), off);
+        let text = format!(
+            "{}\n",
+            three()
+                .build()
+                .unwrap()
+                .to_toml()
+                .replace("[timing]\n", "[timing]\ncheck_quorum_ms = 45\n")
+        );
+        let c = Config::from_toml_str(&text).unwrap();
+        assert_eq!(c.timing.check_quorum_ms, Some(45));
     }
 
     #[test]

@@ -646,6 +646,10 @@ fn core_config(config: &Config) -> Result<keel_core::Config, StartError> {
         t.ticks(t.lease_ms * 1000)
     };
     c.clock_drift_ticks = t.ticks(t.clock_drift_us);
+    c.check_quorum_ticks = match t.check_quorum_window_ms() {
+        0 => 0,
+        ms => t.ticks(ms * 1000),
+    };
     c.max_in_flight = b.pipeline_window as u64;
     c.max_batch_count = b.max_batch_entries;
     c.max_batch_bytes = b.max_batch_bytes;

@@ -154,6 +154,12 @@ impl Options {
         } else {
             1
         };
+        // CheckQuorum off, at its default, or at the tightest window allowed (the lease).
+        config.check_quorum_ticks = *rng.pick(&[
+            0,
+            config.election_timeout_min_ticks,
+            config.lease_ticks.max(config.heartbeat_ticks + 1),
+        ]);
         if faults.has(FaultKind::Snapshot) {
             config.snapshot_interval = rng.below(8, 64);
             config.log_retain_slots = rng.below(0, 16);
@@ -1615,6 +1621,11 @@ impl World {
     /// Renders the kept trace (for a failing scenario's message).
     pub fn trace_text(&self) -> String {
         self.trace.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Client proposals replica `id` holds unanswered (neither applied nor aborted).
+    pub fn pending_proposals(&self, id: u64) -> usize {
+        self.nodes.get(&id).map_or(0, |n| n.proposals.len())
     }
 }
 

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use keel_core::{Event, MembershipChange, ReplicaId, Role};
-use keel_tests::world::{Scenario, World};
+use keel_tests::world::{Scenario, TICK_US, World};
 
 /// Unwraps a simulator result, failing the test with the failure and the trace.
 macro_rules! sim {
@@ -406,6 +406,75 @@ fn membership_change_racing_a_leader_change() {
         w.run_until_cond(SECOND, "the cluster commits after the race", |w| w
             .max_chosen()
             > before + 5)
+    );
+    sim!(w, w.check_history());
+}
+
+#[test]
+fn leader_cut_off_from_its_majority_steps_down_and_aborts_what_it_held() {
+    let mut w = Scenario {
+        clients: 6,
+        ..Scenario::new(18, 3)
+    }
+    .build();
+    let old = leader_of(&mut w);
+    sim!(w, w.run_for(100_000));
+    let window_us = w.replica(old).unwrap().config().check_quorum_ticks * TICK_US;
+    let ballot = w.replica(old).unwrap().promised();
+    sim!(
+        w,
+        w.run_until_cond(SECOND, "clients wait on the leader", |w| w
+            .pending_proposals(old)
+            > 0)
+    );
+    let cut = w.now();
+    w.partition_off(&[old]);
+    // Reference: etcd/raft CheckQuorum. It heard from its followers up to the cut; it steps
+    // down one check-quorum window later (within a tick), well before the clients' 50 ms
+    // timeout would have sent them elsewhere.
+    sim!(
+        w,
+        w.run_until_cond(2 * window_us, "the cut-off leader steps down", |w| {
+            w.replica(old).unwrap().role() != Role::Leader
+        })
+    );
+    let stepped_after = w.now() - cut;
+    assert!(
+        (window_us - TICK_US..=window_us + TICK_US).contains(&stepped_after),
+        "stepped down {stepped_after} us after the cut, window {window_us} us"
+    );
+    assert_eq!(
+        w.replica(old).unwrap().promised(),
+        ballot,
+        "it stepped down on its own, not for a higher ballot"
+    );
+    assert_eq!(
+        w.pending_proposals(old),
+        0,
+        "every proposal it held was aborted (the clients retry elsewhere)"
+    );
+    let majority: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+    sim!(
+        w,
+        w.run_until_cond(SECOND, "the majority elects its own leader", |w| w
+            .current_leader()
+            .is_some_and(|l| majority.contains(&l)))
+    );
+    let done = w.ops_completed();
+    sim!(w, w.run_for(200_000));
+    assert!(
+        w.ops_completed() > done + 20,
+        "clients complete operations on the new leader"
+    );
+    assert_ne!(w.replica(old).unwrap().role(), Role::Leader);
+    assert_eq!(w.pending_proposals(old), 0, "a follower holds no proposal");
+    w.heal_network();
+    sim!(
+        w,
+        w.run_until_cond(SECOND, "everyone converges on the new leader", |w| {
+            w.current_leader().is_some_and(|l| majority.contains(&l))
+                && all_running_applied_equal(w, &[1, 2, 3])
+        })
     );
     sim!(w, w.check_history());
 }

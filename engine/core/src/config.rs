@@ -62,6 +62,15 @@ pub struct Config {
     pub log_retain_slots: u64,
     /// A leadership transfer not completed within this many ticks is abandoned.
     pub transfer_timeout_ticks: u64,
+    /// CheckQuorum: a leader that has not heard from a majority of the voters (itself included,
+    /// of every membership in play, as for its lease) for this many ticks steps down: it
+    /// reports [`crate::Role::Follower`], aborts what it held and refuses reads, so clients of
+    /// a leader cut off from its majority learn at once instead of by their own timeout.
+    /// "Heard from" means a [`crate::Message::HeartbeatReply`] or [`crate::Message::Accepted`]
+    /// in the leader's ballot. `0` disables it (the leader then leads until a higher ballot
+    /// reaches it). Defaults to `election_timeout_min_ticks`; must exceed `heartbeat_ticks` and
+    /// be at least `lease_ticks`, so a leader holding a valid lease never steps down.
+    pub check_quorum_ticks: u64,
     /// A deliberate protocol bug for mutation testing (feature `mutations`). `None` in
     /// production.
     #[cfg(feature = "mutations")]
@@ -71,7 +80,7 @@ pub struct Config {
 impl Config {
     /// Defaults for a cluster of `initial_membership`: heartbeat every tick, election after
     /// 10-20 ticks, an 8-tick lease with 1 tick of drift, 32 slots in flight, 64 requests or
-    /// 64 KiB per batch.
+    /// 64 KiB per batch, a leader steps down after 10 ticks without hearing from a majority.
     pub fn new(initial_membership: Membership) -> Config {
         Config {
             initial_membership,
@@ -92,6 +101,7 @@ impl Config {
             snapshot_interval: 0,
             log_retain_slots: 64,
             transfer_timeout_ticks: 20,
+            check_quorum_ticks: 10,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -146,6 +156,17 @@ impl Config {
                 return Err(E::DriftExceedsLease {
                     clock_drift_ticks: self.clock_drift_ticks,
                     lease_ticks: self.lease_ticks,
+                });
+            }
+        }
+        if self.check_quorum_ticks > 0 {
+            // A heartbeat round trip takes at least one heartbeat period; a lease is a window
+            // in which a majority was heard, so it must fit in the check-quorum window.
+            let floor = self.lease_ticks.max(self.heartbeat_ticks + 1);
+            if self.check_quorum_ticks < floor {
+                return Err(E::CheckQuorumTooShort {
+                    check_quorum_ticks: self.check_quorum_ticks,
+                    floor,
                 });
             }
         }
@@ -252,6 +273,36 @@ mod tests {
             Err(crate::ConfigError::DriftExceedsLease { .. })
         ));
         c.lease_ticks = 0; // leases off: drift is irrelevant
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn check_quorum_window_must_cover_a_heartbeat_and_the_lease() {
+        let mut c = three();
+        assert_eq!(c.check_quorum_ticks, c.election_timeout_min_ticks);
+        c.check_quorum_ticks = c.lease_ticks - 1;
+        assert_eq!(
+            c.validate(),
+            Err(crate::ConfigError::CheckQuorumTooShort {
+                check_quorum_ticks: c.lease_ticks - 1,
+                floor: c.lease_ticks
+            })
+        );
+        c.check_quorum_ticks = c.lease_ticks;
+        assert_eq!(c.validate(), Ok(()));
+        c.lease_ticks = 0;
+        c.heartbeat_ticks = 3;
+        c.check_quorum_ticks = 3;
+        assert_eq!(
+            c.validate(),
+            Err(crate::ConfigError::CheckQuorumTooShort {
+                check_quorum_ticks: 3,
+                floor: 4
+            })
+        );
+        c.check_quorum_ticks = 4;
+        assert_eq!(c.validate(), Ok(()));
+        c.check_quorum_ticks = 0; // disabled: no floor
         assert_eq!(c.validate(), Ok(()));
     }
 

@@ -38,6 +38,17 @@ pub enum ConfigError {
         /// Configured lease.
         lease_ticks: u64,
     },
+    /// The check-quorum window is shorter than a heartbeat round or the lease.
+    #[error(
+        "check_quorum_ticks ({check_quorum_ticks}) must be at least {floor} (above heartbeat_ticks \
+         and not below lease_ticks), or 0 to disable it"
+    )]
+    CheckQuorumTooShort {
+        /// The configured window.
+        check_quorum_ticks: u64,
+        /// The smallest window accepted.
+        floor: u64,
+    },
 }
 
 /// A membership change that cannot apply to the current membership.

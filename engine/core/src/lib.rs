@@ -97,6 +97,11 @@
 //!   arrived. Either way the read waits until the leader applied every slot it had assigned.
 //!   **Fast reads** (RSL) run on any replica once it applied the client's `min_slot`, and are
 //!   refused with [`ReadRefusal::Lagging`] beyond `fast_read_lag_max`.
+//! * **CheckQuorum**: a leader that has heard (a heartbeat reply or an acceptance in its
+//!   ballot) from no majority of every membership in play for `check_quorum_ticks` (default
+//!   `election_timeout_min_ticks`; `0` off) steps down at that tick as if deposed: what it held
+//!   is aborted, reads are refused, it reports follower. The window is at least the lease, so a
+//!   leader with a valid lease is never deposed; a single voter never is.
 //! * **Leadership transfer** waits until the target has the leader's commit index and nothing
 //!   is in flight, gives up the lease and sends [`Message::TimeoutNow`]; the target's prepare
 //!   names the old ballot so lease guards protecting exactly that ballot let it through.
@@ -133,7 +138,8 @@
 //! `cargo test -p keel-core` runs: exact-command-list unit tests for each handler (and for
 //! group commit: N proposals in one step batch become one decree, cut by `max_batch_count`), table
 //! tests for quorum arithmetic, lockstep scenarios (lease reads, read-index, an isolated leader
-//! and its successor waiting out the lease, transfer, membership changes including removing the
+//! and its successor waiting out the lease, CheckQuorum stepping down at the exact tick with 3
+//! and 5 voters, transfer, membership changes including removing the
 //! leader, snapshot catch-up, crash/restart), seeded random clusters of 3 and 5 replicas with
 //! loss, duplication, reordering, held partitions, crashes losing unsynced writes, snapshots,
 //! transfers and membership changes (`KEEL_CORE_SEEDS=N` runs more), and proptests of the

@@ -21,6 +21,22 @@ pub fn kth_largest(mut values: Vec<u64>, k: usize) -> Option<u64> {
     values.get(k - 1).copied()
 }
 
+/// [`kth_largest`] without allocating: `O(n²)` comparisons, for the handful of voters of a
+/// membership on paths that run every tick. The `k`-th largest value is the largest one that at
+/// least `k` values reach.
+pub fn kth_largest_of<I>(values: I, k: usize) -> Option<u64>
+where
+    I: Iterator<Item = u64> + Clone,
+{
+    if k == 0 {
+        return None;
+    }
+    values
+        .clone()
+        .filter(|&v| values.clone().filter(|&u| u >= v).count() >= k)
+        .max()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +83,11 @@ mod tests {
         ];
         for (values, k, want) in cases {
             assert_eq!(kth_largest(values.to_vec(), *k), *want, "{values:?} k={k}");
+            assert_eq!(
+                kth_largest_of(values.iter().copied(), *k),
+                *want,
+                "{values:?} k={k} (allocation-free)"
+            );
         }
     }
 }

@@ -217,6 +217,14 @@ pub struct Profile {
     /// file is re-read every `keel_engine::net::fault::RELOAD_EVERY` (5 ms) at the start of a
     /// loop pass (at least one per tick); a proxy notices within its 20 ms read timeout.
     pub fault_settle: Duration,
+    /// Isolating the leader: the cut-off leader reports itself follower within this long
+    /// (CheckQuorum: `timing.check_quorum_ms`, by default the smallest election timeout, plus
+    /// the fault's settling and status polling).
+    pub step_down_bound: Duration,
+    /// Isolating the leader: a write invoked after the cut commits within this long. The
+    /// deposed leader answers its clients at once, so they retry elsewhere instead of waiting
+    /// out their 2 s I/O timeout.
+    pub isolated_failover_bound: Duration,
 }
 
 /// On the host (debug build, 2 cores shared by 3 processes and the client): election timeout
@@ -228,6 +236,8 @@ pub const HOST: Profile = Profile {
     step_timeout: Duration::from_secs(20),
     writes_per_phase: 100,
     fault_settle: Duration::from_millis(50),
+    step_down_bound: Duration::from_millis(500),
+    isolated_failover_bound: Duration::from_secs(1),
 };
 
 /// In the soft-RoCE VM (QEMU TCG, no KVM: the guest runs many times slower than the host, and
@@ -240,6 +250,10 @@ pub const VM: Profile = Profile {
     step_timeout: Duration::from_secs(90),
     writes_per_phase: 30,
     fault_settle: Duration::from_millis(500),
+    // Check-quorum window 1.5 s in the slow guest; its elections (1.5-3 s) are as slow as the
+    // clients' I/O timeout, so only the general fail-over bound is claimed there.
+    step_down_bound: Duration::from_secs(6),
+    isolated_failover_bound: Duration::from_secs(20),
 };
 
 /// What cluster to start.
@@ -553,6 +567,19 @@ impl Cluster {
         }
     }
 
+    /// Waits until replica `id` no longer reports itself leader; returns how long that took.
+    pub fn wait_not_leader(&self, id: u64, within: Duration) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if self.status(id).is_some_and(|s| s.role != Role::Leader) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.print_statuses();
+        panic!("replica {id} still reports itself leader after {within:?}");
+    }
+
     /// The running replica that reports itself leader, waiting up to `within`.
     pub fn leader(&self, within: Duration) -> u64 {
         let all: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
@@ -782,6 +809,9 @@ pub struct Workload {
     /// Microseconds since `epoch` of each acknowledged write's return.
     acks: Arc<Mutex<Vec<(u64, u64)>>>,
     pub writes_acked: Arc<AtomicU64>,
+    /// Microseconds since `epoch` of each write that returned without an acknowledgement
+    /// (refused, outcome unknown, unreachable).
+    failures: Arc<Mutex<Vec<u64>>>,
 }
 
 pub const KEYS_PER_CLIENT: u64 = 2;
@@ -793,15 +823,17 @@ impl Workload {
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let writes_acked = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
         let epoch = Instant::now();
         let mut threads = Vec::new();
         for c in 0..clients {
-            let (stop, history, acked, acks, writes_acked) = (
+            let (stop, history, acked, acks, writes_acked, failures) = (
                 Arc::clone(&stop),
                 Arc::clone(&history),
                 Arc::clone(&acked),
                 Arc::clone(&acks),
                 Arc::clone(&writes_acked),
+                Arc::clone(&failures),
             );
             let services = services.clone();
             threads.push(std::thread::spawn(move || {
@@ -845,6 +877,9 @@ impl Workload {
                         value: value.to_le_bytes().to_vec(),
                     });
                     let ret = now();
+                    if !matches!(r, Ok(Reply::Written { .. })) {
+                        failures.lock().unwrap().push(ret);
+                    }
                     let return_us = match r {
                         Ok(Reply::Written { .. }) => {
                             let mut a = acked.lock().unwrap();
@@ -882,6 +917,7 @@ impl Workload {
             epoch,
             acks,
             writes_acked,
+            failures,
         }
     }
 
@@ -909,6 +945,14 @@ impl Workload {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// How long after `t_us` the first write returned unacknowledged (a refusal, or outcome
+    /// unknown because the replica it waited on stopped leading), if one did.
+    pub fn first_failure_after(&self, t_us: u64) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap();
+        let first = failures.iter().filter(|&&ret| ret >= t_us).min()?;
+        Some(Duration::from_micros(first - t_us))
     }
 
     /// Waits until `n` more writes are acknowledged.
@@ -1042,9 +1086,11 @@ pub fn kill_a_follower_then_restart_it(mut cluster: Cluster, clients: u64) {
     load.stop_and_check(cluster.services(), clients);
 }
 
-/// Under load, cut the leader off from the other replicas (clients still reach it); the
-/// majority must elect a leader and commit a write invoked after the cut within the fail-over
-/// bound (printed); heal, and require the old leader to catch up.
+/// Under load, cut the leader off from the other replicas (clients still reach it). The cut-off
+/// leader must step down by itself (CheckQuorum) within the profile's `step_down_bound`, the
+/// majority must elect a leader, and a write invoked after the cut must commit within
+/// `isolated_failover_bound` (all printed, with when a client waiting on the old leader got its
+/// answer); heal, and require the old leader to catch up.
 pub fn isolate_the_leader_then_heal(mut cluster: Cluster, clients: u64) {
     let (p, what) = (cluster.profile(), describe(&cluster));
     let leader = cluster.leader(p.step_timeout);
@@ -1057,12 +1103,25 @@ pub fn isolate_the_leader_then_heal(mut cluster: Cluster, clients: u64) {
     let majority: Vec<u64> = (1..=cluster.spec.replicas)
         .filter(|&i| i != leader)
         .collect();
+    // CheckQuorum: the cut-off leader hears from no majority and steps down by itself.
+    let stepped_down = cluster.wait_not_leader(leader, p.step_timeout);
     let new_leader = cluster.leader_among(&majority, p.step_timeout);
     let elected = Duration::from_micros(load.now_us() - fault);
     let failover = load.first_commit_after(fault, p.failover_bound);
+    let refused = load.first_failure_after(fault);
     eprintln!(
-        "{what}: leader {leader} isolated; replica {new_leader} leads the majority {elected:?} later (seen by polling status), a client's write invoked after the cut committed {failover:?} later (bound {:?}; includes the client's wait on the old leader)",
-        p.failover_bound
+        "{what}: leader {leader} isolated; it reports follower {stepped_down:?} later (bound {:?}), a client waiting on it is answered (outcome unknown/refused) {refused:?} later; replica {new_leader} leads the majority {elected:?} later (seen by polling status); a client's write invoked after the cut committed {failover:?} later (bound {:?})",
+        p.step_down_bound, p.isolated_failover_bound
+    );
+    assert!(
+        stepped_down <= p.step_down_bound,
+        "the isolated leader {leader} reported follower only {stepped_down:?} after the cut (bound {:?})",
+        p.step_down_bound
+    );
+    assert!(
+        failover <= p.isolated_failover_bound,
+        "a write invoked after the cut committed {failover:?} later (bound {:?})",
+        p.isolated_failover_bound
     );
     let stuck = cluster.status(leader).map(|s| s.commit_index);
     cluster.wait_writes(&load, p.writes_per_phase);

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::io::Command;
 use crate::message::Message;
+use crate::quorum::kth_largest_of;
 use crate::types::{AcceptedEntry, Ballot, Decree, Membership, ReplicaId, Slot};
 
 impl Replica {
@@ -462,9 +463,18 @@ impl Replica {
         self.leader_hint = Some(self.id);
         self.role = RoleState::Leader(Box::new(leader));
         let targets = self.leader_targets();
+        let now = self.now;
         if let RoleState::Leader(l) = &mut self.role {
             for id in targets {
-                l.peers.insert(id, Peer::default());
+                // CheckQuorum counts from the election (the promises were the last contact).
+                let heard_at = Some(now);
+                l.peers.insert(
+                    id,
+                    Peer {
+                        heard_at,
+                        ..Peer::default()
+                    },
+                );
             }
         }
         self.pump(out);
@@ -585,4 +595,124 @@ impl Replica {
             "still leading after relinquishing"
         );
     }
+
+    /// CheckQuorum bookkeeping: a reply in the leader's own ballot shows `from` still follows.
+    pub(super) fn note_heard(&mut self, from: ReplicaId, msg: &Message) {
+        let ballot = match msg {
+            Message::HeartbeatReply { ballot, .. } | Message::Accepted { ballot, .. } => *ballot,
+            _ => return,
+        };
+        let now = self.now;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        let p = l.peers.entry(from).or_default();
+        contract!(
+            self,
+            p.heard_at.is_none_or(|t| t <= now),
+            "peer {from} heard at {:?}, after now",
+            p.heard_at
+        );
+        p.heard_at = Some(now);
+    }
+
+    /// CheckQuorum (etcd/raft's name; RSL's primary gives up when it cannot renew its lease),
+    /// on every leader tick: a leader that has not heard from a majority of the voters, itself
+    /// included, of every membership in play (the ones its lease and read-index count) for
+    /// `Config::check_quorum_ticks` steps down as if deposed: proposals and reads it held are
+    /// aborted and it reports follower. It cannot commit without them, and clients that wait
+    /// on it learn at once instead of by their own timeout. A leader whose lease is still valid
+    /// keeps leading (with the window at least the lease, that only happens while a membership
+    /// change brings in voters); a single voter always hears a majority (itself).
+    ///
+    /// Allocates nothing unless a voter is met for the first time (it runs every tick).
+    /// Returns whether it stepped down.
+    pub(super) fn check_quorum(&mut self, out: &mut Vec<Command>) -> bool {
+        contract!(
+            self,
+            matches!(self.role, RoleState::Leader(_)),
+            "check_quorum off a leader"
+        );
+        let window = self.config.check_quorum_ticks;
+        if window == 0 {
+            return false;
+        }
+        let (id, now) = (self.id, self.now);
+        // A voter first needed now (its membership just went in flight) gets a full window.
+        let RoleState::Leader(l) = &self.role else {
+            return false;
+        };
+        let unheard =
+            |v: &&ReplicaId| **v != id && l.peers.get(*v).and_then(|p| p.heard_at).is_none();
+        if self
+            .leader_memberships_iter(l)
+            .any(|m| m.voters.iter().any(|v| unheard(&v)))
+        {
+            let newcomers: Vec<ReplicaId> = self
+                .leader_memberships_iter(l)
+                .flat_map(|m| m.voters.iter().filter(unheard).copied())
+                .collect();
+            if let RoleState::Leader(l) = &mut self.role {
+                for v in newcomers {
+                    l.peers.entry(v).or_default().heard_at = Some(now);
+                }
+            }
+        }
+        let RoleState::Leader(l) = &self.role else {
+            return false;
+        };
+        let heard = self
+            .leader_memberships_iter(l)
+            .map(|m| quorum_heard_at(m, id, now, &l.peers))
+            .min()
+            .unwrap_or(now);
+        contract!(self, heard <= now, "a majority heard at {heard}, after now");
+        if now < heard + window || self.lease_valid(l) {
+            return false;
+        }
+        let ballot = l.ballot;
+        self.step_down(None, out);
+        contract!(
+            self,
+            self.leader_ballot().is_none() && self.promised == ballot,
+            "check-quorum step-down of {ballot} left a leader or moved the promise"
+        );
+        true
+    }
+
+    /// The memberships whose majorities a leader needs, as `leader_memberships` lists them,
+    /// without cloning them.
+    fn leader_memberships_iter<'a>(
+        &'a self,
+        l: &'a Leader,
+    ) -> impl Iterator<Item = &'a Membership> + 'a {
+        std::iter::once(self.membership_at(self.commit + 1))
+            .chain(self.configs.range(self.commit + 2..).map(|(_, m)| m))
+            .chain(l.in_flight.values().filter_map(|f| match &f.decree {
+                Decree::Membership(m) => Some(m),
+                _ => None,
+            }))
+    }
+}
+
+/// The latest tick by which a majority of `m`'s voters had been heard: the quorum-th most
+/// recent contact (`leader` counts at `now`, a peer never heard counts as never; 0 when no
+/// majority was ever heard).
+fn quorum_heard_at(
+    m: &Membership,
+    leader: ReplicaId,
+    now: u64,
+    peers: &BTreeMap<ReplicaId, Peer>,
+) -> u64 {
+    let heard = m.voters.iter().filter_map(|v| {
+        if *v == leader {
+            Some(now)
+        } else {
+            peers.get(v).and_then(|p| p.heard_at)
+        }
+    });
+    kth_largest_of(heard, m.quorum()).unwrap_or(0)
 }

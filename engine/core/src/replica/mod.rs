@@ -173,6 +173,10 @@ struct Peer {
     commit: Slot,
     /// Tick at which a snapshot was last sent (to pace large transfers).
     snapshot_sent_at: Option<u64>,
+    /// CheckQuorum: tick of the peer's latest reply in this ballot (heartbeat reply or
+    /// acceptance); the election tick for the members at election, the first leader tick that
+    /// needs it for a voter met later. Never ahead of `now`.
+    heard_at: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -611,6 +615,13 @@ impl Replica {
                     self.leader_hint == Some(self.id),
                     "leader's hint is not itself"
                 );
+                if let Some((peer, t)) = l
+                    .peers
+                    .iter()
+                    .find_map(|(id, p)| p.heard_at.filter(|t| *t > self.now).map(|t| (id, t)))
+                {
+                    contract!(self, false, "peer {peer} heard at {t}, in the future");
+                }
             }
         }
         #[cfg(feature = "verify")]
@@ -784,7 +795,11 @@ impl Replica {
     fn on_tick(&mut self, out: &mut Vec<Command>) {
         self.now += 1;
         match &self.role {
-            RoleState::Leader(_) => self.leader_tick(out),
+            RoleState::Leader(_) => {
+                if !self.check_quorum(out) {
+                    self.leader_tick(out);
+                }
+            }
             RoleState::Follower => {
                 if self.now >= self.election_deadline {
                     self.start_pre_vote(out);
@@ -813,6 +828,7 @@ impl Replica {
         if msg.claimed_sender().is_some_and(|s| s != from) {
             return; // malformed: the ballot names another leader
         }
+        self.note_heard(from, &msg);
         match msg {
             Message::PreVote { ballot, commit } => self.on_pre_vote(from, ballot, commit, out),
             Message::PreVoteReply { ballot, granted } => {
