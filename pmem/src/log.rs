@@ -38,6 +38,7 @@
 //! If no commit is in flight one of them runs a commit for everything staged so far; appends
 //! that arrive while a commit is in flight are staged and share the next commit.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Location, LogError};
@@ -79,6 +80,13 @@ pub struct Log<R: Region> {
     capacity: u64,
     mark_key: u64,
     inner: Mutex<Inner>,
+    /// Durable tail, for waiters that check it without the main mutex.
+    durable: AtomicU64,
+    /// Commits finished (or failed) so far; a waiter sleeps until it changes.
+    commit_epoch: AtomicU64,
+    /// Waiters sleep on `committed` with this (not the main mutex), so a finished commit
+    /// does not send every waiter through the main mutex one after another.
+    waiters: Mutex<()>,
     committed: Condvar,
 }
 
@@ -297,6 +305,9 @@ impl<R: Region> Log<R> {
                 stats: LogStats::default(),
                 scratch: Vec::new(),
             }),
+            durable: AtomicU64::new(tail),
+            commit_epoch: AtomicU64::new(0),
+            waiters: Mutex::new(()),
             committed: Condvar::new(),
         }
     }
@@ -358,7 +369,7 @@ impl<R: Region> Log<R> {
     pub fn append(&self, payload: &[u8]) -> Result<u64, LogError> {
         let mut g = self.lock();
         let (pos, end) = self.stage(&mut g, std::slice::from_ref(&payload), None)?;
-        drop(self.make_durable(g, end)?);
+        self.make_durable(g, end)?;
         Ok(pos)
     }
 
@@ -371,7 +382,7 @@ impl<R: Region> Log<R> {
         let mut positions = Vec::with_capacity(payloads.len());
         let mut g = self.lock();
         let (_, end) = self.stage(&mut g, payloads, Some(&mut positions))?;
-        drop(self.make_durable(g, end)?);
+        self.make_durable(g, end)?;
         Ok(positions)
     }
 
@@ -387,7 +398,8 @@ impl<R: Region> Log<R> {
     pub fn sync(&self) -> Result<SyncReport, LogError> {
         let g = self.lock();
         let end = g.staged_tail;
-        let g = self.make_durable(g, end)?;
+        self.make_durable(g, end)?;
+        let g = self.lock();
         Ok(SyncReport {
             head: g.head,
             tail: g.tail,
@@ -567,25 +579,40 @@ impl<R: Region> Log<R> {
         Ok(())
     }
 
-    fn wait<'a>(&self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
-        self.committed.wait(g).unwrap_or_else(|e| e.into_inner())
+    /// Waits (without holding the main mutex) until the commit in flight finishes; returns
+    /// with the main mutex released.
+    fn wait_commit(&self, g: MutexGuard<'_, Inner>) {
+        assert!(g.committing, "waiting for a commit that is not running");
+        // Read under the main mutex: the commit bumps it under the main mutex too.
+        let epoch = self.commit_epoch.load(Ordering::Acquire);
+        drop(g);
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        while self.commit_epoch.load(Ordering::Acquire) == epoch {
+            w = self.committed.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn wait<'a>(&'a self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        self.wait_commit(g);
+        self.lock()
     }
 
     /// Returns once the durable tail reaches `end`, running commits as needed.
-    fn make_durable<'a>(
-        &'a self,
-        mut g: MutexGuard<'a, Inner>,
-        end: u64,
-    ) -> Result<MutexGuard<'a, Inner>, LogError> {
+    fn make_durable<'a>(&'a self, mut g: MutexGuard<'a, Inner>, end: u64) -> Result<(), LogError> {
         loop {
             if g.failed {
                 return Err(LogError::Failed);
             }
             if g.tail >= end {
-                return Ok(g);
+                return Ok(());
             }
             if g.committing {
-                g = self.wait(g);
+                self.wait_commit(g);
+                // Most waiters find their records durable and leave without the main mutex.
+                if self.durable.load(Ordering::Acquire) >= end {
+                    return Ok(());
+                }
+                g = self.lock();
             } else {
                 let head = g.head;
                 g = self.run_commit(g, head, false)?;
@@ -675,7 +702,12 @@ impl<R: Region> Log<R> {
             }
             Err(_) => g.failed = true,
         }
-        self.committed.notify_all();
+        self.durable.store(g.tail, Ordering::Release);
+        self.commit_epoch.fetch_add(1, Ordering::AcqRel);
+        {
+            let _w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            self.committed.notify_all();
+        }
         res.map(|()| g)
     }
 
