@@ -247,7 +247,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
         6 => {
             let ballot = r.ballot()?;
             let n = r.count("slots", 8)?;
-            let mut slots = Vec::with_capacity(n);
+            let mut slots = crate::types::AcceptedSlots::with_capacity(n);
             for _ in 0..n {
                 slots.push(r.u64("slot")?);
             }
@@ -321,7 +321,7 @@ pub fn decode_persist_op(bytes: &[u8]) -> Result<PersistOp, DecodeError> {
         },
         1 => {
             let n = r.count("accepted entries", 25)?;
-            let mut entries = Vec::with_capacity(n);
+            let mut entries = crate::types::AcceptedEntries::with_capacity(n);
             for _ in 0..n {
                 entries.push(r.accepted_entry()?);
             }
@@ -773,8 +773,10 @@ mod tests {
                     entries: entries.into(),
                 }
             }),
-            (ballot(), vec(any::<u64>(), 0..8))
-                .prop_map(|(ballot, slots)| Message::Accepted { ballot, slots }),
+            (ballot(), vec(any::<u64>(), 0..8)).prop_map(|(ballot, slots)| Message::Accepted {
+                ballot,
+                slots: slots.into(),
+            }),
             (ballot(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
                 |(ballot, commit, seq, sent_at)| {
                     Message::Heartbeat {
@@ -805,7 +807,9 @@ mod tests {
     fn persist_op() -> impl Strategy<Value = PersistOp> {
         prop_oneof![
             ballot().prop_map(|ballot| PersistOp::SavePromise { ballot }),
-            accepted().prop_map(|entries| PersistOp::Append { entries }),
+            accepted().prop_map(|entries| PersistOp::Append {
+                entries: entries.into(),
+            }),
             snapshot().prop_map(|snapshot| PersistOp::SaveSnapshot { snapshot }),
         ]
     }

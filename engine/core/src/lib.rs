@@ -161,7 +161,11 @@ pub use io::{AbortReason, Command, Event, PersistOp, PersistToken, ReadId, ReadR
 pub use message::Message;
 pub use persist::PersistentState;
 pub use replica::Replica;
+/// The inline-list crate behind [`AcceptedEntries`] and [`AcceptedSlots`] (re-exported so a
+/// host can build them: `keel_core::smallvec::smallvec![..]`, or `.into()` from a `Vec`).
+pub use smallvec;
 pub use types::{
-    AcceptedEntry, Ballot, Batch, Decree, Membership, MembershipChange, Payload, Proposal,
-    ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
+    AcceptedEntries, AcceptedEntry, AcceptedSlots, Ballot, Batch, Decree, Membership,
+    MembershipChange, Payload, Proposal, ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees,
+    Snapshot, SnapshotMeta,
 };

@@ -67,7 +67,7 @@ mod tests {
     fn append_raises_promise_and_snapshot_truncates() {
         let mut s = PersistentState::default();
         s.apply(&PersistOp::Append {
-            entries: vec![entry(1, 2), entry(2, 2), entry(3, 3)],
+            entries: smallvec::smallvec![entry(1, 2), entry(2, 2), entry(3, 3)],
         });
         assert_eq!(s.promised, Ballot::new(3, ReplicaId(1)));
         s.apply(&PersistOp::SavePromise {
@@ -88,7 +88,7 @@ mod tests {
         s.apply(&PersistOp::SaveSnapshot { snapshot });
         assert_eq!(s.accepted.keys().copied().collect::<Vec<_>>(), vec![3]);
         s.apply(&PersistOp::Append {
-            entries: vec![entry(1, 4)],
+            entries: smallvec::smallvec![entry(1, 4)],
         });
         assert!(
             !s.accepted.contains_key(&1),

@@ -104,6 +104,8 @@ pub struct Replica {
     entries_scratch: Vec<crate::types::SlotDecree>,
     /// Reused by a follower for the slots a commit index makes chosen.
     chosen_scratch: Vec<(Slot, Decree)>,
+    /// Phase 2a value lists the leader sent earlier, reused once nothing else holds them.
+    spare_entries: Vec<crate::types::SlotDecrees>,
 }
 
 /// A message or internal vote released once a persist token is durable.
@@ -220,6 +222,7 @@ struct Leader {
     queue: VecDeque<Queued>,
     /// Vote lists of committed slots, reused for new ones (at most `max_in_flight`).
     spare_acks: Vec<Vec<ReplicaId>>,
+
     /// Where `cut_batch` gathers a decree's requests (reused: keeps its capacity).
     batch_scratch: Vec<crate::types::Proposal>,
     peers: BTreeMap<ReplicaId, Peer>,
@@ -308,6 +311,7 @@ impl Replica {
             targets_scratch: Vec::new(),
             chosen_scratch: Vec::new(),
             entries_scratch: Vec::new(),
+            spare_entries: Vec::new(),
             config,
         };
         r.reset_election_timer();

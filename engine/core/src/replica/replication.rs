@@ -8,8 +8,8 @@ use crate::config::Mutation;
 use crate::io::{AbortReason, Command, PersistOp, PersistToken, ReadRefusal};
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntry, Ballot, Decree, Membership, MembershipChange, Proposal, ProposalId, ReplicaId,
-    Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
+    AcceptedEntries, AcceptedEntry, AcceptedSlots, Ballot, Decree, Membership, MembershipChange,
+    Proposal, ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 impl Replica {
@@ -170,7 +170,9 @@ impl Replica {
             "pipeline window exceeded: next send {} with commit {commit}",
             l.next_send
         );
-        let entries: Option<SlotDecrees> = (!batch.is_empty()).then(|| batch.drain(..).collect());
+        // The shared list reuses one whose messages are gone (no allocation in steady state).
+        let entries: Option<SlotDecrees> = (!batch.is_empty())
+            .then(|| SlotDecrees::recycle(&mut self.spare_entries, &mut batch, SPARE_ENTRY_LISTS));
         self.entries_scratch = batch;
         if let Some(entries) = entries {
             self.send_entries(entries, out);
@@ -210,7 +212,7 @@ impl Replica {
             }
             self.accepted.insert(e.slot, (ballot, e.decree.clone()));
         }
-        let stored: Vec<AcceptedEntry> = entries
+        let stored: AcceptedEntries = entries
             .iter()
             .map(|e| AcceptedEntry {
                 slot: e.slot,
@@ -303,8 +305,9 @@ impl Replica {
         if ballot == self.promised {
             self.note_leader(from);
         }
-        let mut stored = Vec::new();
-        let mut slots = Vec::new();
+        // Inline lists: the usual accept of one or two decrees allocates nothing here.
+        let mut stored = AcceptedEntries::new();
+        let mut slots = AcceptedSlots::new();
         for e in entries.iter() {
             if e.slot == 0 {
                 continue; // malformed
@@ -966,6 +969,10 @@ impl Replica {
         }
     }
 }
+
+/// Shared phase 2a lists the leader keeps for reuse (lists still held by messages in flight or
+/// by an acceptance waiting for its flush are skipped until they come back).
+const SPARE_ENTRY_LISTS: usize = 16;
 
 /// Takes the next decree off the queue: one membership change alone, or as many requests as
 /// fit the count and byte bounds (at least one).
