@@ -3,6 +3,7 @@
 mod election;
 mod reads;
 mod replication;
+mod slot_map;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -15,6 +16,7 @@ use crate::io::{Command, Event, PersistOp, PersistToken, ReadId, Role};
 use crate::message::Message;
 use crate::persist::PersistentState;
 use crate::types::{Ballot, Decree, Membership, ProposalId, ReplicaId, Slot, Snapshot};
+use slot_map::SlotMap;
 
 /// Asserts a protocol contract; the panic names the replica, its ballot, commit and applied
 /// slot, the failed condition and a formatted detail.
@@ -54,7 +56,8 @@ pub struct Replica {
     promised: Ballot,
     /// Token of the latest `SavePromise` (a promise is released once it is durable).
     promise_token: PersistToken,
-    accepted: BTreeMap<Slot, (Ballot, Decree)>,
+    /// Accepted values by slot (dense above the checkpoint: a ring, see [`SlotMap`]).
+    accepted: SlotMap<(Ballot, Decree)>,
 
     // Learner state.
     /// Slot of the latest checkpoint; no accepted values are kept at or below it.
@@ -62,7 +65,7 @@ pub struct Replica {
     snapshot: Option<Snapshot>,
     /// Every slot in `(decided_floor, commit]` has its chosen value here; chosen values above
     /// `commit` wait here for the gap below them to fill.
-    decided: BTreeMap<Slot, Decree>,
+    decided: SlotMap<Decree>,
     decided_floor: Slot,
     commit: Slot,
     applied: Slot,
@@ -285,7 +288,7 @@ impl Replica {
             accepted,
             log_start,
             snapshot: state.snapshot,
-            decided: BTreeMap::new(),
+            decided: SlotMap::new(),
             decided_floor: log_start,
             commit: log_start,
             applied: log_start,
@@ -623,7 +626,7 @@ impl Replica {
 
     #[cfg(feature = "verify")]
     fn validate_sweep(&self) {
-        for (slot, (ballot, _)) in &self.accepted {
+        for (slot, (ballot, _)) in self.accepted.iter() {
             contract!(
                 self,
                 *ballot <= self.promised,

@@ -857,8 +857,8 @@ impl Replica {
         self.commit = slot;
         self.applied = slot;
         self.decided_floor = slot;
-        self.decided = self.decided.split_off(&(slot + 1));
-        self.accepted = self.accepted.split_off(&(slot + 1));
+        self.decided.remove_below(slot + 1);
+        self.accepted.remove_below(slot + 1);
         self.configs.clear();
         self.configs
             .insert(slot + 1, snapshot.meta.membership.clone());
@@ -909,11 +909,11 @@ impl Replica {
             out,
         );
         self.log_start = slot;
-        self.accepted = self.accepted.split_off(&(slot + 1));
+        self.accepted.remove_below(slot + 1);
         let floor = slot
             .saturating_sub(self.config.log_retain_slots)
             .max(self.decided_floor);
-        self.decided = self.decided.split_off(&(floor + 1));
+        self.decided.remove_below(floor + 1);
         self.decided_floor = floor;
         let governing = self
             .configs
