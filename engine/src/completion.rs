@@ -416,7 +416,10 @@ mod tests {
         }
         drop(to_answerer);
         answerer.join().unwrap();
-        assert_eq!(lost, 0, "the state was not recycled in {lost} of 5000 rounds");
+        assert_eq!(
+            lost, 0,
+            "the state was not recycled in {lost} of 5000 rounds"
+        );
     }
 
     #[test]

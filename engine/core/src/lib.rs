@@ -152,6 +152,7 @@ mod message;
 mod persist;
 pub mod quorum;
 mod replica;
+mod slot_map;
 mod types;
 
 pub use codec::DecodeError;
@@ -161,6 +162,7 @@ pub use io::{AbortReason, Command, Event, PersistOp, PersistToken, ReadId, ReadR
 pub use message::Message;
 pub use persist::PersistentState;
 pub use replica::Replica;
+pub use slot_map::SlotMap;
 /// The inline-list crate behind [`AcceptedEntries`] and [`AcceptedSlots`] (re-exported so a
 /// host can build them: `keel_core::smallvec::smallvec![..]`, or `.into()` from a `Vec`).
 pub use smallvec;

@@ -3,7 +3,6 @@
 mod election;
 mod reads;
 mod replication;
-mod slot_map;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -15,8 +14,8 @@ use crate::error::ConfigError;
 use crate::io::{Command, Event, PersistOp, PersistToken, ReadId, Role};
 use crate::message::Message;
 use crate::persist::PersistentState;
+use crate::slot_map::SlotMap;
 use crate::types::{Ballot, Decree, Membership, ProposalId, ReplicaId, Slot, Snapshot};
-use slot_map::SlotMap;
 
 /// Asserts a protocol contract; the panic names the replica, its ballot, commit and applied
 /// slot, the failed condition and a formatted detail.

@@ -1,7 +1,7 @@
 //! [`SlotMap`]: values by slot, dense where the log is dense.
 //!
 //! The log's slots are consecutive above the checkpoint, so the replica keeps its accepted and
-//! decided values in a ring indexed by slot (a `VecDeque` that keeps its capacity): adding the
+//! decided values (and [`crate::PersistentState`] its accepted ones) in a ring indexed by slot (a `VecDeque` that keeps its capacity): adding the
 //! next slot and dropping the oldest allocate nothing once the ring has grown to the log's
 //! working size, where a `BTreeMap` allocates a node every few inserts. A slot far from the
 //! ring (more than [`MAX_GAP`] past either end, which only a replica that fell far behind
@@ -15,13 +15,16 @@ use crate::types::Slot;
 /// The most empty places an insert may add to the ring; a slot further away is kept sparse.
 const MAX_GAP: u64 = 1024;
 
-/// An ordered map from slot to `V` with the `BTreeMap` operations the replica uses.
+/// An ordered map from slot to `V` with the `BTreeMap` operations a log needs: dense slots live
+/// in a ring that keeps its capacity (inserting the next slot and dropping the oldest allocate
+/// nothing once it has grown), far-away slots (more than 1024 past either end of the ring) in a
+/// sparse map, so a stray high slot never stretches the ring.
 ///
 /// Invariant: a slot is in at most one of `ring` and `far`; `ring[i]`, when occupied, holds
 /// slot `base + i`; no key of `far` lies in `base..base + ring.len()`; `in_ring` counts the
 /// occupied places of `ring`.
-#[derive(Debug, Clone)]
-pub(crate) struct SlotMap<V> {
+#[derive(Clone)]
+pub struct SlotMap<V> {
     base: Slot,
     ring: VecDeque<Option<(Slot, V)>>,
     far: BTreeMap<Slot, V>,
@@ -39,9 +42,24 @@ impl<V> Default for SlotMap<V> {
     }
 }
 
+impl<V: std::fmt::Debug> std::fmt::Debug for SlotMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Equal when they hold the same values at the same slots (however each is laid out).
+impl<V: PartialEq> PartialEq for SlotMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl<V: Eq> Eq for SlotMap<V> {}
+
 impl<V> SlotMap<V> {
-    /// An empty map.
-    pub(crate) fn new() -> Self {
+    /// An empty map (allocates nothing until the first insert).
+    pub fn new() -> Self {
         SlotMap::default()
     }
 
@@ -55,7 +73,7 @@ impl<V> SlotMap<V> {
     }
 
     /// The value at `slot`.
-    pub(crate) fn get(&self, slot: &Slot) -> Option<&V> {
+    pub fn get(&self, slot: &Slot) -> Option<&V> {
         if self.covers(*slot) {
             self.ring[(*slot - self.base) as usize]
                 .as_ref()
@@ -66,18 +84,22 @@ impl<V> SlotMap<V> {
     }
 
     /// Whether `slot` holds a value.
-    pub(crate) fn contains_key(&self, slot: &Slot) -> bool {
+    pub fn contains_key(&self, slot: &Slot) -> bool {
         self.get(slot).is_some()
     }
 
+    /// Whether no slot holds a value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The number of slots holding a value.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.in_ring + self.far.len()
     }
 
     /// Sets the value at `slot`, returning the one it replaced.
-    pub(crate) fn insert(&mut self, slot: Slot, value: V) -> Option<V> {
+    pub fn insert(&mut self, slot: Slot, value: V) -> Option<V> {
         if self.in_ring == 0 && !self.far.contains_key(&slot) {
             // An empty ring moves to wherever the log is now.
             self.ring.clear();
@@ -121,7 +143,7 @@ impl<V> SlotMap<V> {
     }
 
     /// Drops every value below `slot` (the ring keeps its capacity).
-    pub(crate) fn remove_below(&mut self, slot: Slot) {
+    pub fn remove_below(&mut self, slot: Slot) {
         while self.base < slot {
             match self.ring.pop_front() {
                 Some(e) => {
@@ -141,7 +163,7 @@ impl<V> SlotMap<V> {
     }
 
     /// The values at slots within `range`, in slot order.
-    pub(crate) fn range(
+    pub fn range(
         &self,
         range: impl RangeBounds<Slot>,
     ) -> impl DoubleEndedIterator<Item = (&Slot, &V)> {
@@ -183,13 +205,28 @@ impl<V> SlotMap<V> {
     }
 
     /// Every value, in slot order.
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (&Slot, &V)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&Slot, &V)> {
         self.range(..)
     }
 
     /// Every slot holding a value, in order.
-    pub(crate) fn keys(&self) -> impl DoubleEndedIterator<Item = &Slot> {
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Slot> {
         self.iter().map(|(s, _)| s)
+    }
+
+    /// Every value, in slot order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> {
+        self.iter().map(|(_, v)| v)
+    }
+
+    /// Every value, in slot order, consuming the map.
+    pub fn into_values(mut self) -> impl Iterator<Item = V> {
+        let above = self.far.split_off(&self.end());
+        let below = self.far;
+        below
+            .into_values()
+            .chain(self.ring.into_iter().flatten().map(|(_, v)| v))
+            .chain(above.into_values())
     }
 }
 
@@ -258,6 +295,9 @@ mod tests {
                 }
                 prop_assert_eq!(m.len(), model.len());
                 prop_assert!(m.iter().eq(model.iter()));
+                prop_assert!(m.clone().into_values().eq(model.values().copied()));
+                let rebuilt: SlotMap<u32> = model.iter().rev().map(|(s, v)| (*s, *v)).collect();
+                prop_assert_eq!(&rebuilt, &m);
                 for s in model.keys() {
                     prop_assert_eq!(m.get(s), model.get(s));
                 }
