@@ -108,6 +108,8 @@ pub struct Replica {
     chosen_scratch: Vec<(Slot, Decree)>,
     /// Phase 2a value lists the leader sent earlier, reused once nothing else holds them.
     spare_entries: Vec<crate::types::SlotDecrees>,
+    /// Reused by the leader to gather heartbeat acknowledgements for its lease.
+    acks_scratch: Vec<u64>,
 }
 
 /// A message or internal vote released once a persist token is durable.
@@ -314,6 +316,7 @@ impl Replica {
             chosen_scratch: Vec::new(),
             entries_scratch: Vec::new(),
             spare_entries: Vec::new(),
+            acks_scratch: Vec::new(),
             config,
         };
         r.reset_election_timer();

@@ -266,6 +266,19 @@ impl Replica {
         t.dedup();
     }
 
+    /// [`Replica::leader_memberships`] by reference, for leader state `l` (allocates nothing).
+    pub(super) fn leader_memberships_of<'a>(
+        &'a self,
+        l: &'a Leader,
+    ) -> impl Iterator<Item = &'a Membership> {
+        std::iter::once(self.membership_at(self.commit + 1))
+            .chain(self.configs.range(self.commit + 2..).map(|(_, m)| m))
+            .chain(l.in_flight.values().filter_map(|f| match &f.decree {
+                Decree::Membership(m) => Some(m),
+                _ => None,
+            }))
+    }
+
     /// Memberships whose majorities a leader needs (for its lease and read-index): the one
     /// governing the next slot and any in flight.
     pub(super) fn leader_memberships(&self) -> Vec<Membership> {
@@ -650,21 +663,27 @@ impl Replica {
         let now = self.now;
         let hb = self.config.heartbeat_ticks;
         let commit = self.commit;
-        let targets = self.leader_targets();
-        let RoleState::Leader(l) = &self.role else {
-            return;
-        };
-        for to in targets {
-            let entries: SlotDecrees = l
-                .in_flight
-                .iter()
-                .filter(|(_, f)| f.sent && f.sent_at + hb <= now && !f.acks.contains(&to))
-                .map(|(s, f)| SlotDecree {
-                    slot: *s,
-                    decree: f.decree.clone(),
-                })
-                .collect();
-            if !entries.is_empty() {
+        // Runs every heartbeat: the targets go in the replica's buffer, and a list is built
+        // only for a member that misses something.
+        let mut targets = std::mem::take(&mut self.targets_scratch);
+        self.leader_targets_into(&mut targets);
+        if let RoleState::Leader(l) = &self.role {
+            let due = |f: &InFlight, to: &ReplicaId| {
+                f.sent && f.sent_at + hb <= now && !f.acks.contains(to)
+            };
+            for &to in &targets {
+                if !l.in_flight.values().any(|f| due(f, &to)) {
+                    continue;
+                }
+                let entries: SlotDecrees = l
+                    .in_flight
+                    .iter()
+                    .filter(|(_, f)| due(f, &to))
+                    .map(|(s, f)| SlotDecree {
+                        slot: *s,
+                        decree: f.decree.clone(),
+                    })
+                    .collect();
                 out.push(Command::Send {
                     to,
                     msg: Message::Accept {
@@ -675,6 +694,7 @@ impl Replica {
                 });
             }
         }
+        self.targets_scratch = targets;
     }
 
     pub(super) fn on_heartbeat(
