@@ -193,7 +193,7 @@ fn measure(label: &str, backend: &str, transport: keel_engine::TransportKind) ->
 }
 
 /// At most this many allocations per decree for the whole cluster (leader and two followers)
-/// in the windowed phase (measured: 3 to 7). See `SINGLE_MAX_LOCAL` and `SINGLE_MAX_SHM` for
+/// in the windowed phase (measured: 1 to 6). See `SINGLE_MAX_LOCAL` and `SINGLE_MAX_SHM` for
 /// what remains per decree.
 const PER_DECREE_MAX: u64 = 16;
 /// Time-driven work during a phase (heartbeats and their replies, lease upkeep) and
@@ -205,15 +205,13 @@ const SLACK: u64 = 1000;
 const PER_ENTRY_BOUND: u64 = MEASURED as u64 / 4;
 /// With one request per decree over the local net, at most this many allocations per entry
 /// for the whole cluster and the test's own propose-and-wait (the payload was allocated before
-/// the phase). Measured: 1.6 (durability none) and 2.3 (file log): the leader's shared request
-/// list (kept in the log until a checkpoint), nodes of the leader's in-flight map and, with a
-/// file log, of the persistence thread's mirror of the log. Before the inline lists, the reused
-/// phase 2a lists and the dense logs it was 9 to 10.
-const SINGLE_MAX_LOCAL: u64 = 3;
-/// The same over shm. Measured: 5.7 (none) and 6.3 (file): the above, and each follower's
-/// decoded copy of the request bytes and its request list (both kept in its log). Before: 16
-/// to 17.
-const SINGLE_MAX_SHM: u64 = 8;
+/// the phase). Measured: 1.0 (durability none and file log): the leader's shared request list,
+/// which the decided log keeps (the followers share it). Before the inline lists, the reused
+/// phase 2a lists, the dense logs and the race-free completion pool it was 9 to 10.
+const SINGLE_MAX_LOCAL: u64 = 2;
+/// The same over shm. Measured: 5.1: the above, and each follower's decoded copy of the
+/// message bytes and its request list (both kept in its log). Before: 16 to 17.
+const SINGLE_MAX_SHM: u64 = 7;
 
 #[test]
 fn committing_twenty_thousand_entries_allocates_far_less_than_once_per_entry() {
