@@ -12,6 +12,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -35,6 +36,10 @@ enum State<T> {
 struct Slot<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
+    /// Ends of the current pair not yet let go (2, then 1, then 0). The end that brings it to
+    /// 0 recycles the slot, whichever order the two threads drop their `Arc`s in (a count of
+    /// `Arc` owners cannot tell: both ends may see the other's clone still alive).
+    ends: AtomicUsize,
     /// Where the slot goes back once both ends are gone (none: freed).
     pool: Weak<Pool<T>>,
 }
@@ -59,11 +64,14 @@ fn new_slot<T>(pool: Weak<Pool<T>>) -> Arc<Slot<T>> {
             waker: None,
         }),
         ready: Condvar::new(),
+        ends: AtomicUsize::new(2),
         pool,
     })
 }
 
 fn ends<T>(slot: Arc<Slot<T>>) -> (Completer<T>, Completion<T>) {
+    // A fresh slot, or one both ends of its last pair let go of: nobody else reads `ends`.
+    slot.ends.store(2, Ordering::Release);
     (
         Completer {
             slot: Some(Arc::clone(&slot)),
@@ -120,8 +128,9 @@ impl<T> Pool<T> {
 
 /// Called by each end as it lets go of `slot`: the last owner returns it to its pool.
 fn recycle<T>(slot: Arc<Slot<T>>) {
-    // No `Weak` to a slot exists, so a count of one means no other end can reach it now.
-    if Arc::strong_count(&slot) != 1 {
+    // The other end, if it let go first, touches the slot no more after its decrement (it only
+    // drops its `Arc`), so the last end may reset and reuse it at once.
+    if slot.ends.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
     let Some(pool) = slot.pool.upgrade() else {
@@ -310,7 +319,7 @@ impl<T> Completer<T> {
     /// (nobody will read the answer).
     pub fn is_abandoned(&self) -> bool {
         self.slot.as_ref().is_none_or(|slot| {
-            Arc::strong_count(slot) == 1
+            slot.ends.load(Ordering::Acquire) == 1
                 && !matches!(
                     &*slot.lock(),
                     State::Pending {
@@ -371,6 +380,46 @@ mod tests {
         let t = std::thread::spawn(move || completer.complete(Ok(7)));
         assert_eq!(completion.wait().unwrap(), 7);
         t.join().unwrap();
+    }
+
+    /// The caller's end and the answering thread let go at the same moment: the state still
+    /// comes back to the pool every time (both ends used to see the other's `Arc` alive and
+    /// neither recycled it).
+    #[test]
+    fn a_pool_recycles_when_both_ends_let_go_at_once() {
+        let pool = Pool::<u32>::new(4);
+        let (to_answerer, completers) = std::sync::mpsc::channel::<Completer<u32>>();
+        let (to_caller, answered) = std::sync::mpsc::channel::<()>();
+        let answerer = std::thread::spawn(move || {
+            for (i, completer) in completers.into_iter().enumerate() {
+                completer.complete(Ok(i as u32));
+                to_caller.send(()).unwrap();
+            }
+        });
+        let mut lost = 0;
+        for i in 0..5_000 {
+            let (completer, mut completion) = pool.pair();
+            to_answerer.send(completer).unwrap();
+            // Spin so the caller lets go while the answerer is still letting go.
+            let answer = loop {
+                if let Some(a) = completion.try_take() {
+                    break a;
+                }
+                std::hint::spin_loop();
+            };
+            assert_eq!(answer.unwrap(), i);
+            drop(completion);
+            answered.recv().unwrap();
+            if pool.free_count() != 1 {
+                lost += 1;
+            }
+        }
+        drop(to_answerer);
+        answerer.join().unwrap();
+        assert_eq!(
+            lost, 0,
+            "the state was not recycled in {lost} of 5000 rounds"
+        );
     }
 
     #[test]

@@ -88,21 +88,29 @@
 //! - [`completion`]: one-shot answers (block, poll, callback, or `.await`); a dropped answerer
 //!   answers with an error; proposals take theirs from a recycling [`completion::Pool`].
 //!
-//! # The hot path allocates nothing per entry
+//! # The hot path allocates nothing per entry, and per decree only what the log keeps
 //!
 //! Once warm, committing a proposal allocates nothing per proposal in Keel, on the leader or on
 //! a follower, over the `local` and `shm` transports, with the file log or durability `none`:
-//! the proposal's completion state is recycled; its payload `Vec` (the caller's allocation) is
-//! moved into the log, not copied; the requests of a decree are one shared
-//! [`keel_core::Batch`] that the log append, every peer's accept message, the leader's window
-//! and the apply command share by reference count; a follower decoding a message copies it once
-//! and its requests' [`keel_core::Payload`]s are ranges of that copy; the loop's event, command,
-//! message and persist buffers are reused; the leader's accept entry list is one
-//! [`keel_core::SlotDecrees`] shared by every peer. What remains is a bounded number of
-//! allocations per *decree* (the `Vec`s its commands and messages own, and log map nodes: 7 to
-//! 11 for the whole 3-replica cluster over `local`, 15 to 18 over `shm`) and per heartbeat, so
-//! with full decrees (256 requests) a committed entry costs 0.03 to 0.1 allocations; with one
-//! request per decree (a single closed-loop client) the per-decree cost is per entry.
+//! the proposal's completion state is recycled (the end that lets go last returns it); its
+//! payload `Vec` (the caller's allocation) is moved into the log, not copied; the requests of a
+//! decree are one shared [`keel_core::Batch`] that the log append, every peer's accept message,
+//! the leader's window and the apply command share by reference count; a follower decoding a
+//! message copies it once and its requests' [`keel_core::Payload`]s are ranges of that copy;
+//! the loop's event, command, message and persist buffers are reused.
+//!
+//! Per *decree*, the leader's phase 2a list ([`keel_core::SlotDecrees`], one for every peer) is
+//! reused once its messages are gone, an `shm` receiver decodes accepts into spare lists, the
+//! log append's and the acknowledgement's lists are inline (`smallvec`), the logs (the core's
+//! accepted and decided values, the persistence thread's mirror) are rings indexed by slot
+//! ([`keel_core::SlotMap`]) rather than maps that allocate a node every few slots, and the
+//! leader's heartbeat and lease upkeep reuse their buffers (an idle cluster allocates
+//! nothing). What remains per decree is what the logs keep: the leader's shared request list
+//! (1 for the whole 3-replica cluster over `local`, where followers share it) and, over `shm`,
+//! each follower's copy of the message bytes and its request list (5 in all). With one request
+//! per decree (a single closed-loop client) that is 1.0 (`local`) and 5.1 (`shm`) allocations
+//! per entry (it was 9 to 10 and 16 to 17); with full decrees a committed entry costs 0.01 to
+//! 0.05.
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
 //! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, where an idle
@@ -116,7 +124,8 @@
 //! restart from the file log, learner join and promotion, a panicking state machine);
 //! `tests/hot_path_allocations.rs` counts allocations with a counting global allocator while a
 //! warm 3-replica cluster commits 20,000 proposals (local and shm, file log and none) and fails
-//! above 32 per decree plus 1,000, or above 0.25 per entry; the
+//! above 16 per decree plus 1,000, or above 0.25 per entry, then 2,000 proposals one at a time
+//! (one per decree) and fails above 3 per entry over `local` and 8 over `shm` (plus 1,000); the
 //! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` and `e2e_shm.rs` run `keel run`
 //! processes (kill -9 of the leader and of a follower, isolation of the leader through a fault
 //! proxy or the fault file, membership change) and check linearizability and the fail-over

@@ -437,7 +437,7 @@ mod tests {
         leader: u64,
         d: &Decree,
     ) -> Result<(), String> {
-        let entries = vec![AcceptedEntry {
+        let entries = keel_core::smallvec::smallvec![AcceptedEntry {
             slot,
             ballot: Ballot::new(round, ReplicaId(leader)),
             decree: d.clone(),

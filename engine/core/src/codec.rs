@@ -192,6 +192,38 @@ pub fn message_to_vec(msg: &Message) -> Vec<u8> {
 
 /// Decodes one message that fills `bytes` exactly. Never panics.
 pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
+    decode_message_inner(bytes, None)
+}
+
+/// Lists a receiver keeps to decode into ([`decode_message_reusing`]).
+#[derive(Debug, Default)]
+pub struct DecodeSpares {
+    /// Entry lists of accepts decoded earlier.
+    lists: Vec<SlotDecrees>,
+    /// Where an accept's entries are gathered before they move into a list.
+    scratch: Vec<SlotDecree>,
+}
+
+/// Entry lists a [`DecodeSpares`] keeps (accepts decoded in one pass of a receiver's loop
+/// are all handled before the next pass, so a few suffice).
+const DECODE_SPARE_LISTS: usize = 8;
+
+/// [`decode_message`], decoding an accept's entry list into a list of `spares` that nobody
+/// holds any more (of the same length) instead of a new allocation. The receiving replica does
+/// not keep the list past the step that handles the accept (it keeps the decrees, not the
+/// list), so a receiver that decodes accept after accept allocates no list in steady state.
+/// The result equals what [`decode_message`] returns.
+pub fn decode_message_reusing(
+    bytes: &[u8],
+    spares: &mut DecodeSpares,
+) -> Result<Message, DecodeError> {
+    decode_message_inner(bytes, Some(spares))
+}
+
+fn decode_message_inner(
+    bytes: &[u8],
+    spares: Option<&mut DecodeSpares>,
+) -> Result<Message, DecodeError> {
     let mut r = Reader::new(bytes);
     r.version()?;
     let msg = match r.u8("message tag")? {
@@ -238,16 +270,20 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
         5 => {
             let ballot = r.ballot()?;
             let commit = r.u64("commit")?;
+            let entries = match spares {
+                Some(spares) => r.reused_slot_decrees(spares)?,
+                None => r.shared_slot_decrees()?,
+            };
             Message::Accept {
                 ballot,
                 commit,
-                entries: r.shared_slot_decrees()?,
+                entries,
             }
         }
         6 => {
             let ballot = r.ballot()?;
             let n = r.count("slots", 8)?;
-            let mut slots = Vec::with_capacity(n);
+            let mut slots = crate::types::AcceptedSlots::with_capacity(n);
             for _ in 0..n {
                 slots.push(r.u64("slot")?);
             }
@@ -321,7 +357,7 @@ pub fn decode_persist_op(bytes: &[u8]) -> Result<PersistOp, DecodeError> {
         },
         1 => {
             let n = r.count("accepted entries", 25)?;
-            let mut entries = Vec::with_capacity(n);
+            let mut entries = crate::types::AcceptedEntries::with_capacity(n);
             for _ in 0..n {
                 entries.push(r.accepted_entry()?);
             }
@@ -645,6 +681,38 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// An accept's entries, gathered in `spares`' scratch buffer, then moved into a spare list
+    /// nobody holds any more (or a new one).
+    fn reused_slot_decrees(
+        &mut self,
+        spares: &mut DecodeSpares,
+    ) -> Result<SlotDecrees, DecodeError> {
+        let n = self.count("entries", 9)?;
+        let scratch = &mut spares.scratch;
+        scratch.clear();
+        for _ in 0..n {
+            let slot = match self.u64("slot") {
+                Ok(slot) => slot,
+                Err(e) => {
+                    scratch.clear();
+                    return Err(e);
+                }
+            };
+            match self.decree() {
+                Ok(decree) => scratch.push(SlotDecree { slot, decree }),
+                Err(e) => {
+                    scratch.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(SlotDecrees::recycle(
+            &mut spares.lists,
+            scratch,
+            DECODE_SPARE_LISTS,
+        ))
+    }
+
     fn slot_decrees(&mut self) -> Result<Vec<SlotDecree>, DecodeError> {
         let n = self.count("entries", 9)?;
         let mut v = Vec::with_capacity(n);
@@ -773,8 +841,10 @@ mod tests {
                     entries: entries.into(),
                 }
             }),
-            (ballot(), vec(any::<u64>(), 0..8))
-                .prop_map(|(ballot, slots)| Message::Accepted { ballot, slots }),
+            (ballot(), vec(any::<u64>(), 0..8)).prop_map(|(ballot, slots)| Message::Accepted {
+                ballot,
+                slots: slots.into(),
+            }),
             (ballot(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
                 |(ballot, commit, seq, sent_at)| {
                     Message::Heartbeat {
@@ -805,7 +875,9 @@ mod tests {
     fn persist_op() -> impl Strategy<Value = PersistOp> {
         prop_oneof![
             ballot().prop_map(|ballot| PersistOp::SavePromise { ballot }),
-            accepted().prop_map(|entries| PersistOp::Append { entries }),
+            accepted().prop_map(|entries| PersistOp::Append {
+                entries: entries.into(),
+            }),
             snapshot().prop_map(|snapshot| PersistOp::SaveSnapshot { snapshot }),
         ]
     }
@@ -815,6 +887,25 @@ mod tests {
         fn message_round_trips(msg in message()) {
             let bytes = message_to_vec(&msg);
             prop_assert_eq!(decode_message(&bytes), Ok(msg));
+        }
+
+        /// Decoding into spare lists gives what a fresh decode gives, for valid and corrupted
+        /// input alike (the spares carry nothing from one message into the next).
+        #[test]
+        fn reusing_decode_equals_fresh_decode(
+            msgs in vec(message(), 1..6),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut spares = DecodeSpares::default();
+            for (i, msg) in msgs.iter().enumerate() {
+                let mut bytes = message_to_vec(msg);
+                if i == 1 {
+                    let j = at.index(bytes.len());
+                    bytes[j] = byte;
+                }
+                prop_assert_eq!(decode_message_reusing(&bytes, &mut spares), decode_message(&bytes));
+            }
         }
 
         #[test]
@@ -852,6 +943,43 @@ mod tests {
             bytes[i] = byte;
             let _ = decode_message(&bytes);
         }
+    }
+
+    #[test]
+    fn an_accept_decoded_after_the_previous_one_was_dropped_reuses_its_list() {
+        let accept = |slot| Message::Accept {
+            ballot: Ballot::new(3, ReplicaId(1)),
+            commit: slot - 1,
+            entries: vec![SlotDecree {
+                slot,
+                decree: Decree::Noop,
+            }]
+            .into(),
+        };
+        let mut spares = DecodeSpares::default();
+        let first = decode_message_reusing(&message_to_vec(&accept(5)), &mut spares).unwrap();
+        let Message::Accept { entries, .. } = &first else {
+            panic!("not an accept: {first:?}");
+        };
+        let list = entries.as_ptr();
+        // Still held: the next accept gets a list of its own.
+        let second = decode_message_reusing(&message_to_vec(&accept(6)), &mut spares).unwrap();
+        let Message::Accept { entries, .. } = &second else {
+            panic!("not an accept: {second:?}");
+        };
+        assert_ne!(entries.as_ptr(), list);
+        assert_eq!(second, accept(6));
+        drop(first);
+        let third = decode_message_reusing(&message_to_vec(&accept(7)), &mut spares).unwrap();
+        let Message::Accept { entries, .. } = &third else {
+            panic!("not an accept: {third:?}");
+        };
+        assert_eq!(
+            entries.as_ptr(),
+            list,
+            "the dropped accept's list was not reused"
+        );
+        assert_eq!(third, accept(7));
     }
 
     #[test]

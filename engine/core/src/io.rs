@@ -3,7 +3,7 @@
 use crate::error::MembershipError;
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntry, Ballot, Decree, Membership, MembershipChange, ProposalId, ReplicaId, Slot,
+    AcceptedEntries, Ballot, Decree, Membership, MembershipChange, ProposalId, ReplicaId, Slot,
     Snapshot,
 };
 
@@ -96,8 +96,8 @@ pub enum PersistOp {
     },
     /// Record accepted values, each replacing any earlier value at its slot.
     Append {
-        /// The values.
-        entries: Vec<AcceptedEntry>,
+        /// The values (inline up to two: the usual append allocates nothing).
+        entries: AcceptedEntries,
     },
     /// Record a checkpoint; accepted values at or below its slot may then be discarded.
     SaveSnapshot {

@@ -83,7 +83,13 @@
 //!   [`Replica::step_batch`], are **batched** into one decree (up to `max_batch_count`
 //!   requests / `max_batch_bytes`). A decree's requests are one shared [`Batch`] and each
 //!   request's bytes a [`Payload`] (moved in from the host, or a range of the decoded
-//!   message), so replicating, logging and applying a decree copies no request. A slot is chosen when a majority of its
+//!   message), so replicating, logging and applying a decree copies no request. The short
+//!   lists each decree needs are inline ([`AcceptedEntries`] of a log append, [`AcceptedSlots`]
+//!   of an acknowledgement), the leader reuses a phase 2a list ([`SlotDecrees`]) once its
+//!   messages are gone, a receiver can decode accepts into spare lists
+//!   ([`codec::decode_message_reusing`]), and the accepted and decided logs (and
+//!   [`PersistentState`]'s) are [`SlotMap`]s, a ring indexed by slot: in steady state a
+//!   replica allocates only the values its log keeps. A slot is chosen when a majority of its
 //!   membership accepted it in the leader's ballot; the **commit index rides on every later
 //!   accept and heartbeat**; followers learn slots they accepted in that ballot and fetch the
 //!   rest ([`Message::CatchUpRequest`] → [`Message::Learn`] or [`Message::InstallSnapshot`]).
@@ -143,7 +149,9 @@
 //! leader, snapshot catch-up, crash/restart), seeded random clusters of 3 and 5 replicas with
 //! loss, duplication, reordering, held partitions, crashes losing unsynced writes, snapshots,
 //! transfers and membership changes (`KEEL_CORE_SEEDS=N` runs more), and proptests of the
-//! codec (round trip, truncation, arbitrary and corrupted bytes). Feature `mutations` adds
+//! codec (round trip, truncation, arbitrary and corrupted bytes, decoding into spare lists equal
+//! to a fresh decode) and of [`SlotMap`] against a `BTreeMap` (any mix of near and far slots).
+//! Feature `mutations` adds
 //! `Config::mutation` (deliberate bugs, see [`Mutation`]) and tests showing each one breaks safety; feature
 //! `verify` turns on the O(n) sweeps. `engine/core/fuzz` holds cargo-fuzz targets for both
 //! decoders.
@@ -158,6 +166,7 @@ mod message;
 mod persist;
 pub mod quorum;
 mod replica;
+mod slot_map;
 mod types;
 
 pub use codec::DecodeError;
@@ -167,7 +176,12 @@ pub use io::{AbortReason, Command, Event, PersistOp, PersistToken, ReadId, ReadR
 pub use message::Message;
 pub use persist::PersistentState;
 pub use replica::Replica;
+pub use slot_map::SlotMap;
+/// The inline-list crate behind [`AcceptedEntries`] and [`AcceptedSlots`] (re-exported so a
+/// host can build them: `keel_core::smallvec::smallvec![..]`, or `.into()` from a `Vec`).
+pub use smallvec;
 pub use types::{
-    AcceptedEntry, Ballot, Batch, Decree, Membership, MembershipChange, Payload, Proposal,
-    ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
+    AcceptedEntries, AcceptedEntry, AcceptedSlots, Ballot, Batch, Decree, Membership,
+    MembershipChange, Payload, Proposal, ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees,
+    Snapshot, SnapshotMeta,
 };

@@ -1,6 +1,8 @@
 //! Messages between replicas. Encoded for the wire by [`crate::codec`].
 
-use crate::types::{AcceptedEntry, Ballot, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot};
+use crate::types::{
+    AcceptedEntry, AcceptedSlots, Ballot, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot,
+};
 
 /// A message from one replica to another. The sender is given by the transport
 /// ([`crate::Event::Message::from`]); messages whose ballot names a leader other than the sender
@@ -67,8 +69,9 @@ pub enum Message {
     Accepted {
         /// The ballot in which the values were accepted.
         ballot: Ballot,
-        /// The slots accepted.
-        slots: Vec<Slot>,
+        /// The slots accepted (inline up to four: the usual acknowledgement allocates
+        /// nothing).
+        slots: AcceptedSlots,
     },
     /// Leader liveness, commit index and lease/read-index confirmation.
     Heartbeat {

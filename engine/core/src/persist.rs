@@ -1,8 +1,7 @@
 //! The durable state a replica restarts from.
 
-use std::collections::BTreeMap;
-
 use crate::io::PersistOp;
+use crate::slot_map::SlotMap;
 use crate::types::{AcceptedEntry, Ballot, Slot, Snapshot};
 
 /// Everything a replica needs after a crash: the host rebuilds it from the
@@ -15,8 +14,9 @@ use crate::types::{AcceptedEntry, Ballot, Slot, Snapshot};
 pub struct PersistentState {
     /// The highest ballot promised.
     pub promised: Ballot,
-    /// Accepted values by slot (only slots above the snapshot's).
-    pub accepted: BTreeMap<Slot, AcceptedEntry>,
+    /// Accepted values by slot (only slots above the snapshot's; dense, so a host mirroring its
+    /// log appends without allocating per slot).
+    pub accepted: SlotMap<AcceptedEntry>,
     /// The latest checkpoint, if any. The host restores its state machine from it.
     pub snapshot: Option<Snapshot>,
 }
@@ -37,7 +37,7 @@ impl PersistentState {
             }
             PersistOp::SaveSnapshot { snapshot } => {
                 if snapshot.meta.slot > self.snapshot_slot() {
-                    self.accepted = self.accepted.split_off(&(snapshot.meta.slot + 1));
+                    self.accepted.remove_below(snapshot.meta.slot + 1);
                     self.snapshot = Some(snapshot.clone());
                 }
             }
@@ -67,7 +67,7 @@ mod tests {
     fn append_raises_promise_and_snapshot_truncates() {
         let mut s = PersistentState::default();
         s.apply(&PersistOp::Append {
-            entries: vec![entry(1, 2), entry(2, 2), entry(3, 3)],
+            entries: smallvec::smallvec![entry(1, 2), entry(2, 2), entry(3, 3)],
         });
         assert_eq!(s.promised, Ballot::new(3, ReplicaId(1)));
         s.apply(&PersistOp::SavePromise {
@@ -88,7 +88,7 @@ mod tests {
         s.apply(&PersistOp::SaveSnapshot { snapshot });
         assert_eq!(s.accepted.keys().copied().collect::<Vec<_>>(), vec![3]);
         s.apply(&PersistOp::Append {
-            entries: vec![entry(1, 4)],
+            entries: smallvec::smallvec![entry(1, 4)],
         });
         assert!(
             !s.accepted.contains_key(&1),

@@ -14,6 +14,11 @@ pub const fn majority(voters: usize) -> usize {
 /// With `k = majority(n)` this is the highest value that a majority has reached: used for the
 /// lease start (the oldest heartbeat a majority has acknowledged).
 pub fn kth_largest(mut values: Vec<u64>, k: usize) -> Option<u64> {
+    kth_largest_in(&mut values, k)
+}
+
+/// [`kth_largest`] in a buffer the caller reuses (reordered; allocates nothing).
+pub fn kth_largest_in(values: &mut [u64], k: usize) -> Option<u64> {
     if k == 0 || values.len() < k {
         return None;
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 /// A replica's identity, unique in the cluster for its whole life (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ReplicaId(pub u64);
@@ -354,6 +356,14 @@ pub struct AcceptedEntry {
     pub decree: Decree,
 }
 
+/// The values of one [`crate::PersistOp::Append`]: up to two are held inline, so a log append
+/// of one or two decrees (the usual phase 2a) allocates nothing; more spill to the heap.
+pub type AcceptedEntries = SmallVec<[AcceptedEntry; 2]>;
+
+/// The slots of one [`crate::Message::Accepted`]: up to four are held inline, so the usual
+/// acknowledgement allocates nothing; more spill to the heap.
+pub type AcceptedSlots = SmallVec<[Slot; 4]>;
+
 /// A decree to place at a slot (phase 2a payload and catch-up payload).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SlotDecree {
@@ -368,6 +378,46 @@ pub struct SlotDecree {
 /// (and its own durable acceptance) shares it by reference count.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SlotDecrees(Arc<[SlotDecree]>);
+
+impl SlotDecrees {
+    /// Moves `items` (left empty) into a shared list, reusing a list from `spare` of the same
+    /// length that nobody else holds any more (its messages were sent or dropped and its
+    /// acceptance released): then nothing is allocated. Otherwise a new list is allocated.
+    /// Either way the list also goes to `spare` (which holds at most `keep`) for a later call.
+    ///
+    /// A spare list keeps its old values (reference counts on their batches) until it is
+    /// reused or dropped: at most `keep` lists' worth.
+    pub(crate) fn recycle(
+        spare: &mut Vec<SlotDecrees>,
+        items: &mut Vec<SlotDecree>,
+        keep: usize,
+    ) -> SlotDecrees {
+        let n = items.len();
+        let reusable = spare
+            .iter_mut()
+            .position(|s| s.0.len() == n && Arc::get_mut(&mut s.0).is_some());
+        let list = match reusable {
+            Some(i) => {
+                let mut list = spare.swap_remove(i);
+                match Arc::get_mut(&mut list.0) {
+                    Some(slots) => {
+                        for (dst, src) in slots.iter_mut().zip(items.drain(..)) {
+                            *dst = src;
+                        }
+                        list
+                    }
+                    None => items.drain(..).collect(),
+                }
+            }
+            None => items.drain(..).collect(),
+        };
+        debug_assert!(items.is_empty(), "recycle left values behind");
+        if spare.len() < keep {
+            spare.push(list.clone());
+        }
+        list
+    }
+}
 
 impl std::ops::Deref for SlotDecrees {
     type Target = [SlotDecree];

@@ -22,7 +22,7 @@ use keel_transport::{RingConfig, RingReader, RingWriter};
 
 use super::Net;
 use crate::runtime::Signal;
-use keel_core::codec::{decode_message, encode_message};
+use keel_core::codec::{DecodeSpares, decode_message_reusing, encode_message};
 
 /// Bytes of each ring's data area.
 pub const RING_BYTES: usize = 8 << 20;
@@ -105,6 +105,7 @@ impl ShmMesh {
             signals: Arc::clone(&self.signals),
             dirty: Vec::new(),
             scratch: Vec::with_capacity(64 * 1024),
+            spares: DecodeSpares::default(),
             dropped: 0,
         })
     }
@@ -117,6 +118,8 @@ pub(crate) struct ShmEndpoint {
     /// Peers written to in this pass (to publish and wake).
     dirty: Vec<u64>,
     scratch: Vec<u8>,
+    /// Accept entry lists decoded earlier, reused once the core dropped them.
+    spares: DecodeSpares,
     /// Messages dropped because a ring was full or a message too large.
     pub dropped: u64,
 }
@@ -153,12 +156,13 @@ impl Net for ShmEndpoint {
     }
 
     fn drain(&mut self, out: &mut Vec<(ReplicaId, Message)>) {
+        let spares = &mut self.spares;
         for (from, reader) in &mut self.ends.readers {
             let from = ReplicaId(*from);
             let polled = reader.poll(usize::MAX, |frame| {
                 // A frame that passed the ring's checksum but does not decode is a bug in a
                 // peer of this very process.
-                match decode_message(frame.payload) {
+                match decode_message_reusing(frame.payload, spares) {
                     Ok(msg) => out.push((from, msg)),
                     Err(e) => panic!("undecodable message from replica {}: {e}", from.0),
                 }
@@ -184,6 +188,8 @@ pub(crate) struct ShmProcessNet {
     inbound: Vec<Arc<InboundSlot>>,
     readers: Vec<(u64, RingReader<ShmSource>, Arc<InboundSlot>)>,
     scratch: Vec<u8>,
+    /// Accept entry lists decoded earlier, reused once the core dropped them.
+    spares: DecodeSpares,
     dirty: Vec<u64>,
     parker: Arc<BellParker>,
 }
@@ -406,6 +412,7 @@ impl ShmProcessNet {
             inbound,
             readers: Vec::new(),
             scratch: Vec::with_capacity(64 * 1024),
+            spares: DecodeSpares::default(),
             dirty: Vec::new(),
             parker,
         })
@@ -477,10 +484,11 @@ impl Net for ShmProcessNet {
             }
         }
         let mut failed = Vec::new();
+        let spares = &mut self.spares;
         for (i, (from, reader, slot)) in self.readers.iter_mut().enumerate() {
             let sender = ReplicaId(*from);
             let polled = reader.poll(usize::MAX, |frame| {
-                if let Ok(msg) = decode_message(frame.payload) {
+                if let Ok(msg) = decode_message_reusing(frame.payload, spares) {
                     out.push((sender, msg));
                 }
             });

@@ -14,6 +14,7 @@ use crate::error::ConfigError;
 use crate::io::{Command, Event, PersistOp, PersistToken, ReadId, Role};
 use crate::message::Message;
 use crate::persist::PersistentState;
+use crate::slot_map::SlotMap;
 use crate::types::{Ballot, Decree, Membership, ProposalId, ReplicaId, Slot, Snapshot};
 
 /// Asserts a protocol contract; the panic names the replica, its ballot, commit and applied
@@ -54,7 +55,8 @@ pub struct Replica {
     promised: Ballot,
     /// Token of the latest `SavePromise` (a promise is released once it is durable).
     promise_token: PersistToken,
-    accepted: BTreeMap<Slot, (Ballot, Decree)>,
+    /// Accepted values by slot (dense above the checkpoint: a ring, see [`SlotMap`]).
+    accepted: SlotMap<(Ballot, Decree)>,
 
     // Learner state.
     /// Slot of the latest checkpoint; no accepted values are kept at or below it.
@@ -62,7 +64,7 @@ pub struct Replica {
     snapshot: Option<Snapshot>,
     /// Every slot in `(decided_floor, commit]` has its chosen value here; chosen values above
     /// `commit` wait here for the gap below them to fill.
-    decided: BTreeMap<Slot, Decree>,
+    decided: SlotMap<Decree>,
     decided_floor: Slot,
     commit: Slot,
     applied: Slot,
@@ -104,6 +106,10 @@ pub struct Replica {
     entries_scratch: Vec<crate::types::SlotDecree>,
     /// Reused by a follower for the slots a commit index makes chosen.
     chosen_scratch: Vec<(Slot, Decree)>,
+    /// Phase 2a value lists the leader sent earlier, reused once nothing else holds them.
+    spare_entries: Vec<crate::types::SlotDecrees>,
+    /// Reused by the leader to gather heartbeat acknowledgements for its lease.
+    acks_scratch: Vec<u64>,
 }
 
 /// A message or internal vote released once a persist token is durable.
@@ -224,6 +230,7 @@ struct Leader {
     queue: VecDeque<Queued>,
     /// Vote lists of committed slots, reused for new ones (at most `max_in_flight`).
     spare_acks: Vec<Vec<ReplicaId>>,
+
     /// Where `cut_batch` gathers a decree's requests (reused: keeps its capacity).
     batch_scratch: Vec<crate::types::Proposal>,
     peers: BTreeMap<ReplicaId, Peer>,
@@ -286,7 +293,7 @@ impl Replica {
             accepted,
             log_start,
             snapshot: state.snapshot,
-            decided: BTreeMap::new(),
+            decided: SlotMap::new(),
             decided_floor: log_start,
             commit: log_start,
             applied: log_start,
@@ -312,6 +319,8 @@ impl Replica {
             targets_scratch: Vec::new(),
             chosen_scratch: Vec::new(),
             entries_scratch: Vec::new(),
+            spare_entries: Vec::new(),
+            acks_scratch: Vec::new(),
             config,
         };
         r.reset_election_timer();
@@ -630,7 +639,7 @@ impl Replica {
 
     #[cfg(feature = "verify")]
     fn validate_sweep(&self) {
-        for (slot, (ballot, _)) in &self.accepted {
+        for (slot, (ballot, _)) in self.accepted.iter() {
             contract!(
                 self,
                 *ballot <= self.promised,

@@ -3,7 +3,7 @@
 use super::{FastRead, Leader, LinearRead, Replica, RoleState, contract};
 use crate::config::Mutation;
 use crate::io::{Command, ReadId, ReadRefusal};
-use crate::quorum::kth_largest;
+use crate::quorum::{kth_largest, kth_largest_in};
 use crate::types::Slot;
 
 impl Replica {
@@ -111,30 +111,39 @@ impl Replica {
         if self.config.lease_ticks == 0 {
             return;
         }
-        let memberships = self.leader_memberships();
         let (id, now) = (self.id, self.now);
         let length = self.config.lease_ticks - self.config.clock_drift_ticks;
-        let RoleState::Leader(l) = &mut self.role else {
+        // Heartbeat replies call this: the memberships are walked in place and the
+        // acknowledgements gathered in a buffer the replica keeps (nothing allocated).
+        let mut acks = std::mem::take(&mut self.acks_scratch);
+        let RoleState::Leader(l) = &self.role else {
+            self.acks_scratch = acks;
             return;
         };
         let mut start: Option<u64> = None;
-        for m in &memberships {
-            let acks: Vec<u64> = m
-                .voters
-                .iter()
-                .filter_map(|v| {
-                    if *v == id {
-                        Some(now)
-                    } else {
-                        l.peers.get(v).and_then(|p| p.hb_ack_sent_at)
-                    }
-                })
-                .collect();
-            let Some(s) = kth_largest(acks, m.quorum()) else {
-                return;
+        let mut every_quorum = true;
+        for m in self.leader_memberships_of(l) {
+            acks.clear();
+            acks.extend(m.voters.iter().filter_map(|v| {
+                if *v == id {
+                    Some(now)
+                } else {
+                    l.peers.get(v).and_then(|p| p.hb_ack_sent_at)
+                }
+            }));
+            let Some(s) = kth_largest_in(&mut acks, m.quorum()) else {
+                every_quorum = false;
+                break;
             };
             start = Some(start.map_or(s, |x: u64| x.min(s)));
         }
+        self.acks_scratch = acks;
+        if !every_quorum {
+            return;
+        }
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
         let Some(start) = start else { return };
         let until = start + length;
         if until > l.lease_until {

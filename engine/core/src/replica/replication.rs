@@ -8,8 +8,8 @@ use crate::config::Mutation;
 use crate::io::{AbortReason, Command, PersistOp, PersistToken, ReadRefusal};
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntry, Ballot, Decree, Membership, MembershipChange, Proposal, ProposalId, ReplicaId,
-    Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
+    AcceptedEntries, AcceptedEntry, AcceptedSlots, Ballot, Decree, Membership, MembershipChange,
+    Proposal, ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 impl Replica {
@@ -170,7 +170,9 @@ impl Replica {
             "pipeline window exceeded: next send {} with commit {commit}",
             l.next_send
         );
-        let entries: Option<SlotDecrees> = (!batch.is_empty()).then(|| batch.drain(..).collect());
+        // The shared list reuses one whose messages are gone (no allocation in steady state).
+        let entries: Option<SlotDecrees> = (!batch.is_empty())
+            .then(|| SlotDecrees::recycle(&mut self.spare_entries, &mut batch, SPARE_ENTRY_LISTS));
         self.entries_scratch = batch;
         if let Some(entries) = entries {
             self.send_entries(entries, out);
@@ -210,7 +212,7 @@ impl Replica {
             }
             self.accepted.insert(e.slot, (ballot, e.decree.clone()));
         }
-        let stored: Vec<AcceptedEntry> = entries
+        let stored: AcceptedEntries = entries
             .iter()
             .map(|e| AcceptedEntry {
                 slot: e.slot,
@@ -264,6 +266,19 @@ impl Replica {
         t.dedup();
     }
 
+    /// [`Replica::leader_memberships`] by reference, for leader state `l` (allocates nothing).
+    pub(super) fn leader_memberships_of<'a>(
+        &'a self,
+        l: &'a Leader,
+    ) -> impl Iterator<Item = &'a Membership> {
+        std::iter::once(self.membership_at(self.commit + 1))
+            .chain(self.configs.range(self.commit + 2..).map(|(_, m)| m))
+            .chain(l.in_flight.values().filter_map(|f| match &f.decree {
+                Decree::Membership(m) => Some(m),
+                _ => None,
+            }))
+    }
+
     /// Memberships whose majorities a leader needs (for its lease and read-index): the one
     /// governing the next slot and any in flight.
     pub(super) fn leader_memberships(&self) -> Vec<Membership> {
@@ -303,8 +318,9 @@ impl Replica {
         if ballot == self.promised {
             self.note_leader(from);
         }
-        let mut stored = Vec::new();
-        let mut slots = Vec::new();
+        // Inline lists: the usual accept of one or two decrees allocates nothing here.
+        let mut stored = AcceptedEntries::new();
+        let mut slots = AcceptedSlots::new();
         for e in entries.iter() {
             if e.slot == 0 {
                 continue; // malformed
@@ -647,21 +663,27 @@ impl Replica {
         let now = self.now;
         let hb = self.config.heartbeat_ticks;
         let commit = self.commit;
-        let targets = self.leader_targets();
-        let RoleState::Leader(l) = &self.role else {
-            return;
-        };
-        for to in targets {
-            let entries: SlotDecrees = l
-                .in_flight
-                .iter()
-                .filter(|(_, f)| f.sent && f.sent_at + hb <= now && !f.acks.contains(&to))
-                .map(|(s, f)| SlotDecree {
-                    slot: *s,
-                    decree: f.decree.clone(),
-                })
-                .collect();
-            if !entries.is_empty() {
+        // Runs every heartbeat: the targets go in the replica's buffer, and a list is built
+        // only for a member that misses something.
+        let mut targets = std::mem::take(&mut self.targets_scratch);
+        self.leader_targets_into(&mut targets);
+        if let RoleState::Leader(l) = &self.role {
+            let due = |f: &InFlight, to: &ReplicaId| {
+                f.sent && f.sent_at + hb <= now && !f.acks.contains(to)
+            };
+            for &to in &targets {
+                if !l.in_flight.values().any(|f| due(f, &to)) {
+                    continue;
+                }
+                let entries: SlotDecrees = l
+                    .in_flight
+                    .iter()
+                    .filter(|(_, f)| due(f, &to))
+                    .map(|(s, f)| SlotDecree {
+                        slot: *s,
+                        decree: f.decree.clone(),
+                    })
+                    .collect();
                 out.push(Command::Send {
                     to,
                     msg: Message::Accept {
@@ -672,6 +694,7 @@ impl Replica {
                 });
             }
         }
+        self.targets_scratch = targets;
     }
 
     pub(super) fn on_heartbeat(
@@ -854,8 +877,8 @@ impl Replica {
         self.commit = slot;
         self.applied = slot;
         self.decided_floor = slot;
-        self.decided = self.decided.split_off(&(slot + 1));
-        self.accepted = self.accepted.split_off(&(slot + 1));
+        self.decided.remove_below(slot + 1);
+        self.accepted.remove_below(slot + 1);
         self.configs.clear();
         self.configs
             .insert(slot + 1, snapshot.meta.membership.clone());
@@ -906,11 +929,11 @@ impl Replica {
             out,
         );
         self.log_start = slot;
-        self.accepted = self.accepted.split_off(&(slot + 1));
+        self.accepted.remove_below(slot + 1);
         let floor = slot
             .saturating_sub(self.config.log_retain_slots)
             .max(self.decided_floor);
-        self.decided = self.decided.split_off(&(floor + 1));
+        self.decided.remove_below(floor + 1);
         self.decided_floor = floor;
         let governing = self
             .configs
@@ -966,6 +989,10 @@ impl Replica {
         }
     }
 }
+
+/// Shared phase 2a lists the leader keeps for reuse (lists still held by messages in flight or
+/// by an acceptance waiting for its flush are skipped until they come back).
+const SPARE_ENTRY_LISTS: usize = 16;
 
 /// Takes the next decree off the queue: one membership change alone, or as many requests as
 /// fit the count and byte bounds (at least one).

@@ -135,7 +135,7 @@ fn elect_r1() -> Replica {
             Command::Persist {
                 token: tok(2),
                 op: PersistOp::Append {
-                    entries: vec![AcceptedEntry {
+                    entries: smallvec::smallvec![AcceptedEntry {
                         slot: 1,
                         ballot: b(1, 1),
                         decree: Decree::Noop
@@ -163,7 +163,7 @@ fn election_and_first_commit_exact_commands() {
     // A follower's acknowledgement alone is not a majority: our own append is not durable.
     let accepted = Message::Accepted {
         ballot: b(1, 1),
-        slots: vec![1],
+        slots: smallvec::smallvec![1],
     };
     assert_eq!(r.step_collect(msg(2, accepted)), vec![]);
     assert_eq!(r.commit_index(), 0);
@@ -185,7 +185,7 @@ fn duplicate_acceptance_is_counted_once() {
     let mut r = elect_r1();
     let accepted = Message::Accepted {
         ballot: b(1, 1),
-        slots: vec![1],
+        slots: smallvec::smallvec![1],
     };
     assert_eq!(r.step_collect(msg(2, accepted.clone())), vec![]);
     assert_eq!(r.step_collect(msg(2, accepted)), vec![]);
@@ -236,7 +236,7 @@ fn proposals_are_batched_when_the_window_is_full() {
         3,
         Message::Accepted {
             ballot: b(1, 1),
-            slots: vec![1],
+            slots: smallvec::smallvec![1],
         },
     ));
     let batch = Decree::Batch(
@@ -271,7 +271,7 @@ fn proposals_are_batched_when_the_window_is_full() {
             Command::Persist {
                 token: tok(3),
                 op: PersistOp::Append {
-                    entries: vec![AcceptedEntry {
+                    entries: smallvec::smallvec![AcceptedEntry {
                         slot: 2,
                         ballot: b(1, 1),
                         decree: batch
@@ -323,7 +323,7 @@ fn proposals_fed_in_one_step_batch_become_one_decree() {
             Command::Persist {
                 token: tok(3),
                 op: PersistOp::Append {
-                    entries: vec![AcceptedEntry {
+                    entries: smallvec::smallvec![AcceptedEntry {
                         slot: 2,
                         ballot: b(1, 1),
                         decree: batch
@@ -422,7 +422,7 @@ fn acceptor_releases_acknowledgement_only_after_persist() {
             Command::Persist {
                 token: tok(2),
                 op: PersistOp::Append {
-                    entries: vec![AcceptedEntry {
+                    entries: smallvec::smallvec![AcceptedEntry {
                         slot: 1,
                         ballot: b(1, 1),
                         decree: Decree::Noop
@@ -442,7 +442,7 @@ fn acceptor_releases_acknowledgement_only_after_persist() {
             1,
             Message::Accepted {
                 ballot: b(1, 1),
-                slots: vec![1]
+                slots: smallvec::smallvec![1]
             }
         )]
     );
