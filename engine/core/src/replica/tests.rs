@@ -1585,7 +1585,7 @@ fn check_quorum_one_follower_keeps_a_three_replica_leader() {
         3,
         Message::Accepted {
             ballot,
-            slots: vec![1],
+            slots: vec![1].into(),
         },
     ));
     // Now both are silent: the window runs from the last reply, lease or not.
