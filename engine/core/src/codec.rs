@@ -14,8 +14,8 @@ use std::sync::Arc;
 use crate::io::PersistOp;
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntry, Ballot, Batch, Decree, Membership, Payload, Proposal, ProposalId, ReplicaId,
-    SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
+    AcceptedEntry, Ballot, Batch, Decree, Membership, Payload, Proposal, ProposalId,
+    ReleasedBatches, ReplicaId, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 /// The encoding version written first in every buffer.
@@ -202,6 +202,11 @@ pub struct DecodeSpares {
     lists: Vec<SlotDecrees>,
     /// Where an accept's entries are gathered before they move into a list.
     scratch: Vec<SlotDecree>,
+    /// Batches decoded earlier (the receiving replica keeps them in its log until a
+    /// checkpoint), reused once nothing else holds them.
+    batches: ReleasedBatches,
+    /// Where a batch's requests are gathered before they move into a batch.
+    proposals: Vec<Proposal>,
 }
 
 /// Entry lists a [`DecodeSpares`] keeps (accepts decoded in one pass of a receiver's loop
@@ -627,6 +632,41 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// [`Reader::decree`], moving a batch's requests into a batch of `batches` nobody holds any
+    /// more (see [`Batch::recycle`]) and keeping the batch there for later reuse.
+    fn decree_reusing(
+        &mut self,
+        batches: &mut ReleasedBatches,
+        proposals: &mut Vec<Proposal>,
+    ) -> Result<Decree, DecodeError> {
+        let at = self.pos;
+        if self.u8("decree tag")? != 1 {
+            self.pos = at;
+            return self.decree();
+        }
+        let n = self.count("proposals", 12)?;
+        proposals.clear();
+        for _ in 0..n {
+            let item = self.u64("proposal id").and_then(|id| {
+                let payload = self.payload()?;
+                Ok(Proposal {
+                    id: ProposalId(id),
+                    payload,
+                })
+            });
+            match item {
+                Ok(p) => proposals.push(p),
+                Err(e) => {
+                    proposals.clear();
+                    return Err(e);
+                }
+            }
+        }
+        let batch = Batch::recycle(batches, proposals);
+        batches.release(batch.clone(), true);
+        Ok(Decree::Batch(batch))
+    }
+
     fn accepted_entry(&mut self) -> Result<AcceptedEntry, DecodeError> {
         let slot = self.u64("slot")?;
         let ballot = self.ballot()?;
@@ -688,7 +728,12 @@ impl<'a> Reader<'a> {
         spares: &mut DecodeSpares,
     ) -> Result<SlotDecrees, DecodeError> {
         let n = self.count("entries", 9)?;
-        let scratch = &mut spares.scratch;
+        let DecodeSpares {
+            lists,
+            scratch,
+            batches,
+            proposals,
+        } = spares;
         scratch.clear();
         for _ in 0..n {
             let slot = match self.u64("slot") {
@@ -698,7 +743,7 @@ impl<'a> Reader<'a> {
                     return Err(e);
                 }
             };
-            match self.decree() {
+            match self.decree_reusing(batches, proposals) {
                 Ok(decree) => scratch.push(SlotDecree { slot, decree }),
                 Err(e) => {
                     scratch.clear();
@@ -706,11 +751,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        Ok(SlotDecrees::recycle(
-            &mut spares.lists,
-            scratch,
-            DECODE_SPARE_LISTS,
-        ))
+        Ok(SlotDecrees::recycle(lists, scratch, DECODE_SPARE_LISTS))
     }
 
     fn slot_decrees(&mut self) -> Result<Vec<SlotDecree>, DecodeError> {

@@ -144,11 +144,18 @@ impl<V> SlotMap<V> {
 
     /// Drops every value below `slot` (the ring keeps its capacity).
     pub fn remove_below(&mut self, slot: Slot) {
+        self.remove_below_into(slot, drop);
+    }
+
+    /// Removes every value below `slot`, handing each to `sink` in slot order (the ring keeps
+    /// its capacity).
+    pub fn remove_below_into(&mut self, slot: Slot, mut sink: impl FnMut(V)) {
         while self.base < slot {
             match self.ring.pop_front() {
                 Some(e) => {
-                    if e.is_some() {
+                    if let Some((_, v)) = e {
                         self.in_ring -= 1;
+                        sink(v);
                     }
                     self.base += 1;
                 }
@@ -158,7 +165,10 @@ impl<V> SlotMap<V> {
             }
         }
         if self.far.range(..slot).next().is_some() {
-            self.far = self.far.split_off(&slot);
+            let kept = self.far.split_off(&slot);
+            for (_, v) in std::mem::replace(&mut self.far, kept) {
+                sink(v);
+            }
         }
     }
 

@@ -152,14 +152,86 @@ impl fmt::Debug for Payload {
 ///
 /// Cloning a `Batch` only bumps a reference count, so the leader hands the same requests to
 /// its own log, to every peer's accept message, to its in-flight window and to the apply
-/// command without copying a payload (one allocation per decree, none per request).
+/// command without copying a payload (no allocation per request). The list's storage is
+/// recycled: the leader keeps batches a checkpoint released and reuses one once nothing else
+/// holds it ([`Batch::recycle`]), so after warm-up a decree allocates no batch at all.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Batch(Arc<[Proposal]>);
+pub struct Batch(Arc<Vec<Proposal>>);
 
 impl Batch {
     /// The requests, in order.
     pub fn proposals(&self) -> &[Proposal] {
         &self.0
+    }
+
+    /// Moves `items` into a batch: the oldest released batch in `released` when nothing else
+    /// holds it any more (its list is cleared and refilled, keeping its capacity: no
+    /// allocation), otherwise a new one. Released batches still shared (a follower over the
+    /// local net, a message in flight) stay queued until they are free.
+    pub(crate) fn recycle(released: &mut ReleasedBatches, items: &mut Vec<Proposal>) -> Batch {
+        for _ in 0..RECYCLE_TRIES.min(released.queue.len()) {
+            let Some(mut batch) = released.queue.pop_front() else {
+                break;
+            };
+            match Arc::get_mut(&mut batch.0) {
+                Some(list) => {
+                    released.capacity -= list.capacity();
+                    list.clear();
+                    list.append(items);
+                    return batch;
+                }
+                // Still held (a follower that has not checkpointed yet, a spare message
+                // list): to the back, so it does not block the ones behind it.
+                None => released.queue.push_back(batch),
+            }
+        }
+        // Sized to the requests, so `items` keeps its capacity for the next decree.
+        let mut list = Vec::with_capacity(items.len());
+        list.append(items);
+        Batch(Arc::new(list))
+    }
+}
+
+/// Released batches [`Batch::recycle`] looks at (from the oldest) before it allocates.
+const RECYCLE_TRIES: usize = 4;
+
+/// Batches the replica's log let go of (a checkpoint truncated them), kept for
+/// [`Batch::recycle`], oldest first. Bounded by the proposal places their lists hold
+/// ([`ReleasedBatches::MAX_PLACES`]); a batch beyond the bound is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct ReleasedBatches {
+    queue: std::collections::VecDeque<Batch>,
+    /// Sum of the lists' capacities (proposal places) in `queue`.
+    capacity: usize,
+}
+
+impl ReleasedBatches {
+    /// At most this many proposal places (about 40 bytes each) are kept across the queue.
+    pub(crate) const MAX_PLACES: usize = 1 << 16;
+
+    /// Keeps `batch` for reuse if the bound allows: unshared, its requests are dropped now;
+    /// shared, they stay until the other holders let go and the batch is reused.
+    ///
+    /// A shared batch is kept only when `keep_shared` (the leader that cut it: the followers'
+    /// copies over the local net go when they checkpoint); others would never come free.
+    pub(crate) fn release(&mut self, mut batch: Batch, keep_shared: bool) {
+        let places = batch.0.capacity();
+        if self.capacity + places > Self::MAX_PLACES {
+            return;
+        }
+        match Arc::get_mut(&mut batch.0) {
+            Some(list) => list.clear(),
+            None if keep_shared => {}
+            None => return,
+        }
+        self.capacity += places;
+        self.queue.push_back(batch);
+    }
+
+    /// Batches kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -173,14 +245,14 @@ impl std::ops::Deref for Batch {
 
 impl From<Vec<Proposal>> for Batch {
     fn from(v: Vec<Proposal>) -> Batch {
-        Batch(v.into())
+        Batch(Arc::new(v))
     }
 }
 
 impl FromIterator<Proposal> for Batch {
     /// One allocation when the iterator knows its exact length (a `Vec`'s `drain`).
     fn from_iter<I: IntoIterator<Item = Proposal>>(iter: I) -> Batch {
-        Batch(iter.into_iter().collect())
+        Batch(Arc::new(iter.into_iter().collect()))
     }
 }
 
@@ -471,4 +543,54 @@ pub struct Snapshot {
     pub meta: SnapshotMeta,
     /// The host's serialized state machine (opaque to the core).
     pub data: Vec<u8>,
+}
+
+#[cfg(test)]
+mod recycle_tests {
+    use super::*;
+
+    fn p(id: u64) -> Proposal {
+        Proposal {
+            id: ProposalId(id),
+            payload: vec![id as u8].into(),
+        }
+    }
+
+    #[test]
+    fn a_released_batch_is_reused_once_nothing_else_holds_it() {
+        let mut released = ReleasedBatches::default();
+        let mut items = vec![p(1), p(2)];
+        let first = Batch::recycle(&mut released, &mut items);
+        assert!(
+            items.is_empty() && items.capacity() >= 2,
+            "the scratch keeps its capacity"
+        );
+        let held = first.clone();
+        let storage = first.proposals().as_ptr();
+        released.release(first, true);
+        assert_eq!(released.len(), 1);
+        // Still held elsewhere: a new batch.
+        items.push(p(3));
+        let second = Batch::recycle(&mut released, &mut items);
+        assert_ne!(second.proposals().as_ptr(), storage);
+        assert_eq!(released.len(), 1, "the held batch stays queued");
+        drop(held);
+        items.push(p(4));
+        let third = Batch::recycle(&mut released, &mut items);
+        assert_eq!(
+            third.proposals().as_ptr(),
+            storage,
+            "the free batch's list is reused"
+        );
+        assert_eq!(third.proposals(), &[p(4)][..]);
+        assert_eq!(released.len(), 0);
+        // A shared batch is not kept unless asked; past the bound nothing is kept.
+        let shared = second.clone();
+        released.release(second, false);
+        assert_eq!(released.len(), 0);
+        drop(shared);
+        let big = Batch::from(Vec::with_capacity(ReleasedBatches::MAX_PLACES + 1));
+        released.release(big, true);
+        assert_eq!(released.len(), 0);
+    }
 }

@@ -110,6 +110,8 @@ pub struct Replica {
     spare_entries: Vec<crate::types::SlotDecrees>,
     /// Reused by the leader to gather heartbeat acknowledgements for its lease.
     acks_scratch: Vec<u64>,
+    /// Batches a checkpoint released from the decided log, reused for new ones.
+    released_batches: crate::types::ReleasedBatches,
 }
 
 /// A message or internal vote released once a persist token is durable.
@@ -321,6 +323,7 @@ impl Replica {
             entries_scratch: Vec::new(),
             spare_entries: Vec::new(),
             acks_scratch: Vec::new(),
+            released_batches: crate::types::ReleasedBatches::default(),
             config,
         };
         r.reset_election_timer();

@@ -8,8 +8,9 @@ use crate::config::Mutation;
 use crate::io::{AbortReason, Command, PersistOp, PersistToken, ReadRefusal};
 use crate::message::Message;
 use crate::types::{
-    AcceptedEntries, AcceptedEntry, AcceptedSlots, Ballot, Decree, Membership, MembershipChange,
-    Proposal, ProposalId, ReplicaId, Slot, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
+    AcceptedEntries, AcceptedEntry, AcceptedSlots, Ballot, Batch, Decree, Membership,
+    MembershipChange, Proposal, ProposalId, ReleasedBatches, ReplicaId, Slot, SlotDecree,
+    SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 impl Replica {
@@ -111,6 +112,7 @@ impl Replica {
         let id = self.id;
         let configs = &self.configs;
         let initial = &self.config.initial_membership;
+        let released = &mut self.released_batches;
         // Built in a buffer the replica keeps, then shared by the log append and every peer.
         let mut batch = std::mem::take(&mut self.entries_scratch);
         batch.clear();
@@ -135,7 +137,7 @@ impl Replica {
                 if l.transfer.is_some() {
                     break;
                 }
-                let decree = match cut_batch(l, max_count, max_bytes) {
+                let decree = match cut_batch(l, released, max_count, max_bytes) {
                     Some(d) => d,
                     // A chosen membership takes effect further on: fill up to it with no-ops
                     // so it comes into force now rather than when traffic arrives.
@@ -933,7 +935,16 @@ impl Replica {
         let floor = slot
             .saturating_sub(self.config.log_retain_slots)
             .max(self.decided_floor);
-        self.decided.remove_below(floor + 1);
+        // The leader keeps the batches it cut for reuse (shared with followers over the local
+        // net until they checkpoint too); any replica keeps the ones only it holds (decoded
+        // from its own messages).
+        let leading = matches!(self.role, RoleState::Leader(_));
+        let released = &mut self.released_batches;
+        self.decided.remove_below_into(floor + 1, |d| {
+            if let Decree::Batch(b) = d {
+                released.release(b, leading);
+            }
+        });
         self.decided_floor = floor;
         let governing = self
             .configs
@@ -996,7 +1007,12 @@ const SPARE_ENTRY_LISTS: usize = 16;
 
 /// Takes the next decree off the queue: one membership change alone, or as many requests as
 /// fit the count and byte bounds (at least one).
-fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decree> {
+fn cut_batch(
+    l: &mut Leader,
+    released: &mut ReleasedBatches,
+    max_count: usize,
+    max_bytes: usize,
+) -> Option<Decree> {
     if let Some(Queued::Membership { .. }) = l.queue.front() {
         if let Some(Queued::Membership { id, membership }) = l.queue.pop_front() {
             l.change_ids.insert(l.next_slot, id);
@@ -1004,8 +1020,8 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
         }
         return None;
     }
-    // Requests gather in a buffer the leader keeps, then move into the shared batch in one
-    // allocation (the buffer keeps its capacity for the next decree).
+    // Requests gather in a buffer the leader keeps, then move into a released batch nothing
+    // holds any more, or a new one (the buffer is left empty; it regrows only on a new batch).
     let batch = &mut l.batch_scratch;
     batch.clear();
     let mut bytes = 0usize;
@@ -1025,7 +1041,7 @@ fn cut_batch(l: &mut Leader, max_count: usize, max_bytes: usize) -> Option<Decre
     if batch.is_empty() {
         None
     } else {
-        Some(Decree::Batch(batch.drain(..).collect()))
+        Some(Decree::Batch(Batch::recycle(released, batch)))
     }
 }
 
