@@ -108,15 +108,16 @@
 //! nothing). A decree's request list is recycled: the leader keeps the [`keel_core::Batch`]es a
 //! checkpoint releases from its decided log and refills one once nothing else holds it (the
 //! followers over `local` share it until they checkpoint too), and an `shm` receiver does the
-//! same with the batches it decodes (bounded: 65,536 request places each). What remains per
+//! same with the batches it decodes (bounded: 262,144 request places each). What remains per
 //! decree is, over `shm`, each follower's copy of the message bytes (kept in its log until a
 //! checkpoint), plus a checkpoint's own work (about 27 allocations per checkpoint). With one
 //! request per decree (a single closed-loop client) and a checkpoint every 256 decrees, steady
 //! state costs 0.11 to 0.13 (`local`, all of it checkpoints) and 2.1 to 2.2 (`shm`) allocations
 //! per decree (it was 1.05 and 5.1 before the batches were recycled, 9 to 10 and 16 to 17
 //! before that); with full decrees a committed entry costs 0.01 to 0.05. Recycling needs the
-//! released batches to fit the bound, so with the default `checkpoint_every` (100,000) a
-//! one-request-per-decree load recycles only part of them.
+//! released batches to fit the bound: one default `checkpoint_every` (100,000) of
+//! one-request decrees does; a checkpoint interval of large batches recycles only part of
+//! them (each of those decrees then carries many entries).
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
 //! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, where an idle
