@@ -231,17 +231,22 @@ const PER_ENTRY_BOUND: u64 = MEASURED as u64 / 4;
 /// which the decided log keeps (the followers share it). Before the inline lists, the reused
 /// phase 2a lists, the dense logs and the race-free completion pool it was 9 to 10.
 const SINGLE_MAX_LOCAL: u64 = 2;
-/// The same over shm. Measured: 2.1 to 2.5: each follower's copy of the message bytes (kept
-/// in its log until a checkpoint). Before the recycled batches: 5.1; before that 16 to 17.
+/// The same over shm. Measured: 1.7 (the followers' message buffers are new until the first
+/// checkpoints release some). Before the recycled message buffers: 2.1 to 2.5; before the
+/// recycled batches: 5.1; before that 16 to 17.
 const SINGLE_MAX_SHM: u64 = 7;
 /// Steady state (the second `SINGLES` one at a time, after several checkpoints), local net:
 /// at most this many allocations for all `SINGLES` decrees, checkpoints included: a quarter
-/// per decree. Measured: 0.11 to 0.13 per decree, all of it the 8 checkpoints' own work (about
-/// 27 each); the batches are recycled. Before the recycled batches: 1.1 per decree.
-const STEADY_MAX_LOCAL: u64 = SINGLES as u64 / 4;
-/// The same over shm: per decree, at most this many. Measured: 2.1 to 2.2 (each follower's
-/// copy of the message bytes).
-const STEADY_MAX_SHM_PER_DECREE: u64 = 3;
+/// per decree and `SLACK` (time-driven work: on a loaded machine followers lag and the leader
+/// retransmits). Measured: 0.10 to 0.15 per decree, most of it the 8 checkpoints' own work
+/// (about 27 each), up to 0.6 while other builds load the machine; the batches are recycled.
+/// Before the recycled batches: 1.1 per decree.
+const STEADY_MAX_LOCAL: u64 = SLACK + SINGLES as u64 / 4;
+/// The same over shm: at most one per decree and `SLACK`. Measured: 0.14 to 0.33 per decree,
+/// up to 1.1 while other builds load the machine; the batches and the followers' copies of
+/// the message bytes are recycled. Before the message buffers were recycled: 2.1 to 2.2 per
+/// decree (each follower's copy of the message bytes), which fails this bound.
+const STEADY_MAX_SHM: u64 = SLACK + SINGLES as u64;
 
 #[test]
 fn committing_twenty_thousand_entries_allocates_far_less_than_once_per_entry() {
@@ -292,7 +297,7 @@ fn committing_twenty_thousand_entries_allocates_far_less_than_once_per_entry() {
             ));
         }
         let steady_bound = match transport {
-            keel_engine::TransportKind::Shm => STEADY_MAX_SHM_PER_DECREE * SINGLES as u64,
+            keel_engine::TransportKind::Shm => STEADY_MAX_SHM,
             _ => STEADY_MAX_LOCAL,
         };
         if m.steady > steady_bound || m.steady_decrees < SINGLES as u64 {

@@ -15,7 +15,7 @@ use crate::io::PersistOp;
 use crate::message::Message;
 use crate::types::{
     AcceptedEntry, Ballot, Batch, Decree, Membership, Payload, Proposal, ProposalId,
-    ReleasedBatches, ReplicaId, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
+    ReleasedBatches, ReleasedBuffers, ReplicaId, SlotDecree, SlotDecrees, Snapshot, SnapshotMeta,
 };
 
 /// The encoding version written first in every buffer.
@@ -207,6 +207,10 @@ pub struct DecodeSpares {
     batches: ReleasedBatches,
     /// Where a batch's requests are gathered before they move into a batch.
     proposals: Vec<Proposal>,
+    /// Buffers earlier messages were copied into (their requests share them, and the
+    /// receiving replica keeps those until a checkpoint), refilled once nothing else holds
+    /// them.
+    buffers: ReleasedBuffers,
 }
 
 /// Entry lists a [`DecodeSpares`] keeps (accepts decoded in one pass of a receiver's loop
@@ -460,7 +464,7 @@ struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     /// A copy of `bytes` that request payloads share, made at the first payload.
-    shared: Option<Arc<[u8]>>,
+    shared: Option<Arc<Vec<u8>>>,
 }
 
 impl<'a> Reader<'a> {
@@ -577,7 +581,7 @@ impl<'a> Reader<'a> {
         let buf = match &self.shared {
             Some(buf) => Arc::clone(buf),
             None => {
-                let buf: Arc<[u8]> = Arc::from(self.bytes);
+                let buf = Arc::new(self.bytes.to_vec());
                 self.shared = Some(Arc::clone(&buf));
                 buf
             }
@@ -634,10 +638,14 @@ impl<'a> Reader<'a> {
 
     /// [`Reader::decree`], moving a batch's requests into a batch of `batches` nobody holds any
     /// more (see [`Batch::recycle`]) and keeping the batch there for later reuse.
+    ///
+    /// The bytes the requests share are copied into a buffer of `buffers`
+    /// ([`ReleasedBuffers::fill`]) rather than a new one.
     fn decree_reusing(
         &mut self,
         batches: &mut ReleasedBatches,
         proposals: &mut Vec<Proposal>,
+        buffers: &mut ReleasedBuffers,
     ) -> Result<Decree, DecodeError> {
         let at = self.pos;
         if self.u8("decree tag")? != 1 {
@@ -645,6 +653,9 @@ impl<'a> Reader<'a> {
             return self.decree();
         }
         let n = self.count("proposals", 12)?;
+        if n > 0 && self.shared.is_none() {
+            self.shared = Some(buffers.fill(self.bytes));
+        }
         proposals.clear();
         for _ in 0..n {
             let item = self.u64("proposal id").and_then(|id| {
@@ -733,6 +744,7 @@ impl<'a> Reader<'a> {
             scratch,
             batches,
             proposals,
+            buffers,
         } = spares;
         scratch.clear();
         for _ in 0..n {
@@ -743,7 +755,7 @@ impl<'a> Reader<'a> {
                     return Err(e);
                 }
             };
-            match self.decree_reusing(batches, proposals) {
+            match self.decree_reusing(batches, proposals, buffers) {
                 Ok(decree) => scratch.push(SlotDecree { slot, decree }),
                 Err(e) => {
                     scratch.clear();

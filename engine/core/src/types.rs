@@ -68,7 +68,9 @@ pub struct Proposal {
 
 /// The bytes of one request: either the proposer's own buffer, moved in (the leader), or a
 /// range of one buffer shared by every request decoded from the same message (a follower:
-/// decoding a message of many requests allocates once for all their bytes, not once each).
+/// decoding a message of many requests copies it once for all their bytes, not once each, into
+/// a buffer a receiver recycles once nothing holds it any more, see
+/// [`crate::codec::decode_message_reusing`]).
 ///
 /// Reads as a `&[u8]` (`Deref`). Equality, ordering of bytes and hashing look at the bytes
 /// only, so a moved-in and a decoded payload of the same bytes are equal.
@@ -79,7 +81,7 @@ pub struct Payload(PayloadRepr);
 enum PayloadRepr {
     Owned(Vec<u8>),
     Shared {
-        buf: Arc<[u8]>,
+        buf: Arc<Vec<u8>>,
         start: usize,
         end: usize,
     },
@@ -89,7 +91,7 @@ impl Payload {
     /// `buf[start..end]`, sharing `buf` (a reference count, no copy).
     ///
     /// Panics if the range is not within `buf` (a bug in the caller).
-    pub fn shared(buf: Arc<[u8]>, start: usize, end: usize) -> Payload {
+    pub fn shared(buf: Arc<Vec<u8>>, start: usize, end: usize) -> Payload {
         assert!(
             start <= end && end <= buf.len(),
             "payload range {start}..{end} outside a buffer of {} bytes",
@@ -231,6 +233,67 @@ impl ReleasedBatches {
     }
 
     /// Batches kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// Message buffers a receiver copied messages into, kept (oldest first) so that one nobody
+/// holds any more (the replica's log let go of the requests sharing it at a checkpoint) is
+/// refilled in place instead of allocating ([`ReleasedBuffers::fill`]). Bounded by the bytes
+/// their capacities hold ([`ReleasedBuffers::MAX_BYTES`]); a buffer beyond the bound is not
+/// kept.
+#[derive(Debug, Default)]
+pub(crate) struct ReleasedBuffers {
+    queue: std::collections::VecDeque<Arc<Vec<u8>>>,
+    /// Sum of the buffers' capacities (bytes) in `queue`.
+    capacity: usize,
+}
+
+impl ReleasedBuffers {
+    /// At most this many bytes of buffer capacity are kept across the queue (32 MiB): more
+    /// than one default checkpoint interval (100,000 decrees) of one-request accepts of small
+    /// requests (about 70 bytes each on the wire, plus the request).
+    pub(crate) const MAX_BYTES: usize = 1 << 25;
+
+    /// A buffer holding a copy of `bytes`: the oldest kept buffer nothing else holds (cleared
+    /// and refilled, keeping its capacity: no allocation when `bytes` fit), otherwise a new
+    /// one. The buffer is kept (shared) for a later reuse if the bound allows.
+    pub(crate) fn fill(&mut self, bytes: &[u8]) -> Arc<Vec<u8>> {
+        let mut found = None;
+        for _ in 0..RECYCLE_TRIES.min(self.queue.len()) {
+            let Some(mut buf) = self.queue.pop_front() else {
+                break;
+            };
+            match Arc::get_mut(&mut buf) {
+                Some(v) => {
+                    self.capacity -= v.capacity();
+                    v.clear();
+                    v.extend_from_slice(bytes);
+                    found = Some(buf);
+                    break;
+                }
+                // Still held (requests in the log until a checkpoint, in an apply command):
+                // to the back, so it does not block the ones behind it.
+                None => self.queue.push_back(buf),
+            }
+        }
+        let buf = found.unwrap_or_else(|| Arc::new(bytes.to_vec()));
+        let bytes_kept = buf.capacity();
+        if self.capacity + bytes_kept <= Self::MAX_BYTES {
+            self.capacity += bytes_kept;
+            self.queue.push_back(Arc::clone(&buf));
+        }
+        debug_assert_eq!(
+            buf.as_slice(),
+            bytes,
+            "the buffer holds the bytes copied in"
+        );
+        buf
+    }
+
+    /// Buffers kept.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
@@ -594,5 +657,33 @@ mod recycle_tests {
         let big = Batch::from(Vec::with_capacity(ReleasedBatches::MAX_PLACES + 1));
         released.release(big, true);
         assert_eq!(released.len(), 0);
+    }
+
+    #[test]
+    fn a_kept_buffer_is_refilled_once_nothing_else_holds_it() {
+        let mut kept = ReleasedBuffers::default();
+        let first = kept.fill(b"hello");
+        assert_eq!(first.as_slice(), b"hello");
+        assert_eq!(kept.len(), 1, "the new buffer is kept");
+        let storage = first.as_ptr();
+        // Still held (by `first`): a new buffer.
+        let second = kept.fill(b"abc");
+        assert_ne!(second.as_ptr(), storage);
+        assert_eq!(kept.len(), 2);
+        drop(first);
+        let third = kept.fill(b"xyz");
+        assert_eq!(
+            third.as_ptr(),
+            storage,
+            "the free buffer is refilled in place"
+        );
+        assert_eq!(third.as_slice(), b"xyz");
+        assert_eq!(kept.len(), 2, "refilled, it stays kept");
+        // Past the bound a new buffer is not kept.
+        let big = vec![0u8; ReleasedBuffers::MAX_BYTES];
+        let held = kept.fill(&big);
+        assert_eq!(held.len(), big.len());
+        assert_eq!(kept.len(), 2);
+        drop((second, third));
     }
 }
