@@ -108,16 +108,20 @@
 //! nothing). A decree's request list is recycled: the leader keeps the [`keel_core::Batch`]es a
 //! checkpoint releases from its decided log and refills one once nothing else holds it (the
 //! followers over `local` share it until they checkpoint too), and an `shm` receiver does the
-//! same with the batches it decodes (bounded: 262,144 request places each). What remains per
-//! decree is, over `shm`, each follower's copy of the message bytes (kept in its log until a
-//! checkpoint), plus a checkpoint's own work (about 27 allocations per checkpoint). With one
-//! request per decree (a single closed-loop client) and a checkpoint every 256 decrees, steady
-//! state costs 0.11 to 0.13 (`local`, all of it checkpoints) and 2.1 to 2.2 (`shm`) allocations
-//! per decree (it was 1.05 and 5.1 before the batches were recycled, 9 to 10 and 16 to 17
-//! before that); with full decrees a committed entry costs 0.01 to 0.05. Recycling needs the
-//! released batches to fit the bound: one default `checkpoint_every` (100,000) of
-//! one-request decrees does; a checkpoint interval of large batches recycles only part of
-//! them (each of those decrees then carries many entries).
+//! same with the batches it decodes (bounded: 262,144 request places each), and with the
+//! buffer each follower copies a message's bytes into (the requests' payloads share it):
+//! refilled in place once the log let go of those requests (bounded: 32 MiB of buffers). What
+//! remains per decree is a checkpoint's own work (about 27 allocations per checkpoint). With
+//! one request per decree (a single closed-loop client) and a checkpoint every 256 decrees,
+//! steady state costs 0.10 to 0.15 (`local`, most of it checkpoints) and 0.13 to 0.33 (`shm`)
+//! allocations per decree, up to about 1 while other work loads the machine (followers lag
+//! behind the leader's checkpoints, so what it released is still held); it was 2.2 to 3.0
+//! over `shm` before the message buffers were recycled, 1.05 and 5.1 before the batches were,
+//! 9 to 10 and 16 to 17 before that. With full decrees a committed entry costs 0.01 to 0.05.
+//! Recycling needs the released batches and buffers to fit the bounds: one default
+//! `checkpoint_every` (100,000) of one-request decrees of small requests does; a checkpoint
+//! interval of large batches or large requests recycles only part of them (each of those
+//! decrees then carries many entries or many bytes).
 //! - [`runtime`]: a panic in any runtime thread is recorded with context ([`Failure`]) and
 //!   surfaced by every later call on the handle; the replica stops and answers what is queued.
 //! - [`net`]: the `tcp` transport, `shm` rings (between processes of one host, where an idle

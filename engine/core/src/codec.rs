@@ -221,6 +221,8 @@ const DECODE_SPARE_LISTS: usize = 8;
 /// holds any more (of the same length) instead of a new allocation. The receiving replica does
 /// not keep the list past the step that handles the accept (it keeps the decrees, not the
 /// list), so a receiver that decodes accept after accept allocates no list in steady state.
+/// Likewise it refills the batches and the message-byte copies (which the requests' payloads
+/// share) of earlier accepts once the replica let go of them (bounded; see `DecodeSpares`).
 /// The result equals what [`decode_message`] returns.
 pub fn decode_message_reusing(
     bytes: &[u8],

@@ -90,8 +90,8 @@
 //!   ([`codec::decode_message_reusing`]), and the accepted and decided logs (and
 //!   [`PersistentState`]'s) are [`SlotMap`]s, a ring indexed by slot; the leader refills the
 //!   batches a checkpoint released from its decided log once nothing else holds them (and a
-//!   receiver those it decoded): in steady state a replica allocates per decree only a
-//!   decoded message's byte copy (on a follower). A slot is chosen when a majority of its
+//!   receiver those it decoded, and the buffers it copied messages into): in steady state a
+//!   replica allocates nothing per decree. A slot is chosen when a majority of its
 //!   membership accepted it in the leader's ballot; the **commit index rides on every later
 //!   accept and heartbeat**; followers learn slots they accepted in that ballot and fetch the
 //!   rest ([`Message::CatchUpRequest`] → [`Message::Learn`] or [`Message::InstallSnapshot`]).
