@@ -1038,6 +1038,57 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_decoded_after_the_previous_one_was_dropped_refills_its_message_copy() {
+        let accept = |slot: u64| Message::Accept {
+            ballot: Ballot::new(3, ReplicaId(1)),
+            commit: slot - 1,
+            entries: vec![SlotDecree {
+                slot,
+                decree: Decree::Batch(Batch::from(vec![Proposal {
+                    id: ProposalId(slot),
+                    payload: vec![slot as u8; 16].into(),
+                }])),
+            }]
+            .into(),
+        };
+        let batch = |msg: &Message| match msg {
+            Message::Accept { entries, .. } => match &entries[0].decree {
+                Decree::Batch(b) => b.clone(),
+                other => panic!("not a batch: {other:?}"),
+            },
+            other => panic!("not an accept: {other:?}"),
+        };
+        let payload_at = |msg: &Message| batch(msg).proposals()[0].payload.as_ptr();
+        let list_at = |msg: &Message| batch(msg).proposals().as_ptr();
+        let mut spares = DecodeSpares::default();
+        let first = decode_message_reusing(&message_to_vec(&accept(5)), &mut spares).unwrap();
+        let (bytes, list) = (payload_at(&first), list_at(&first));
+        // Still held: the next accept's requests get a copy and a batch of their own.
+        let second = decode_message_reusing(&message_to_vec(&accept(6)), &mut spares).unwrap();
+        assert_ne!(payload_at(&second), bytes);
+        assert_ne!(list_at(&second), list);
+        assert_eq!(second, accept(6));
+        drop(first);
+        // The spare entry list holds the first batch until it is reused, and the batch holds
+        // the first copy's requests until it is reused in turn: the copy comes free, and is
+        // refilled, within the next three accepts (all still held here).
+        let later: Vec<Message> = (7..10)
+            .map(|slot| decode_message_reusing(&message_to_vec(&accept(slot)), &mut spares))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(later, (7..10).map(accept).collect::<Vec<_>>());
+        assert!(
+            later.iter().any(|m| payload_at(m) == bytes),
+            "the dropped accept's message copy was not refilled"
+        );
+        assert!(
+            later.iter().any(|m| list_at(m) == list),
+            "the dropped accept's batch was not reused"
+        );
+        drop(second);
+    }
+
+    #[test]
     fn typed_errors() {
         assert_eq!(
             decode_message(&[]),
