@@ -523,25 +523,18 @@ pub fn pwrite_region(size: usize) -> u64 {
 /// preallocated region) each followed by `fdatasync`.
 pub fn pwrite_fdatasync(dir: &Path, size: usize, opts: &LimitOptions) -> Result<Limit, LimitError> {
     assert!(size > 0, "a write needs at least one byte");
-    let name = pwrite_fdatasync_name(size);
     let region = pwrite_region(size);
-    let scratch = ScratchFile::preallocated(dir, &name, region)?;
-    let (summary, curve) = sync_loop(&name, &scratch, size, region, true, opts)?;
-    Ok(Limit {
-        name,
-        description: format!(
+    sync_limit(
+        dir,
+        pwrite_fdatasync_name(size),
+        size,
+        1,
+        format!(
             "pwrite {size} bytes at consecutive offsets in a preallocated {} KiB region, then fdatasync",
             region / 1024
         ),
-        summary,
-        curve,
-        extra: BTreeMap::new(),
-        notes: vec![format!(
-            "directory {} ({})",
-            dir.display(),
-            filesystem_of(dir)
-        )],
-    })
+        opts,
+    )
 }
 
 /// Name of the grouped pwrite+fdatasync limit for `n` writes of `size` bytes per sync.
@@ -562,18 +555,38 @@ pub fn pwrite_fdatasync_group(
         size > 0 && n > 0,
         "a group needs at least one byte and one write"
     );
-    let name = pwrite_fdatasync_group_name(size, n);
     let region = pwrite_region(size * n);
-    let scratch = ScratchFile::preallocated(dir, &name, region)?;
-    let (mut summary, curve) = sync_loop(&name, &scratch, size * n, region, true, opts)?;
-    summary.throughput_per_s *= n as f64;
-    Ok(Limit {
-        name,
-        description: format!(
+    sync_limit(
+        dir,
+        pwrite_fdatasync_group_name(size, n),
+        size * n,
+        n,
+        format!(
             "pwrite {n} x {size} bytes as one write at consecutive offsets in a preallocated \
              {} KiB region, then fdatasync; throughput counts {n} appends per sync",
             region / 1024
         ),
+        opts,
+    )
+}
+
+/// A sequential `pwrite` of `write` bytes + `fdatasync` loop in `dir` as a limit named
+/// `name`; its throughput counts `per_sync` appends per iteration.
+fn sync_limit(
+    dir: &Path,
+    name: String,
+    write: usize,
+    per_sync: usize,
+    description: String,
+    opts: &LimitOptions,
+) -> Result<Limit, LimitError> {
+    let region = pwrite_region(write);
+    let scratch = ScratchFile::preallocated(dir, &name, region)?;
+    let (mut summary, curve) = sync_loop(&name, &scratch, write, region, true, opts)?;
+    summary.throughput_per_s *= per_sync as f64;
+    Ok(Limit {
+        name,
+        description,
         summary,
         curve,
         extra: BTreeMap::new(),
