@@ -209,7 +209,13 @@ pub fn record_size(len: u64) -> u64 {
 
 /// The checksum of a record: over `len`, `pos` and the padded payload.
 pub fn record_crc(len: u32, pos: u64, padded_payload: &[u8]) -> u32 {
+    record_crc_parts(len, pos, padded_payload, &[])
+}
+
+/// [`record_crc`] of a payload and its padding given apart.
+pub fn record_crc_parts(len: u32, pos: u64, payload: &[u8], padding: &[u8]) -> u32 {
     let mut c = crc32c::crc32c(&len.to_le_bytes());
     c = crc32c::crc32c_append(c, &pos.to_le_bytes());
-    crc32c::crc32c_append(c, padded_payload)
+    c = crc32c::crc32c_append(c, payload);
+    crc32c::crc32c_append(c, padding)
 }

@@ -38,14 +38,15 @@
 //! If no commit is in flight one of them runs a commit for everything staged so far; appends
 //! that arrive while a commit is in flight are staged and share the next commit.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{Location, LogError};
 use crate::layout::{
     CommitMark, DEFAULT_WINDOW, GlobalMeta, LOG_AREA_OFF, LOG_META_OFF, LogMeta, MAGIC,
     MARK_BODY_LEN, MARK_FLAG, MARK_SIZE, MIN_CAPACITY, RECORD_HEADER_LEN, RecordHeader, RegionMeta,
-    SELECTOR_COPY, SELECTOR_OFF, VERSION, record_crc, record_size,
+    SELECTOR_COPY, SELECTOR_OFF, VERSION, record_crc, record_crc_parts, record_size,
 };
 use crate::region::Region;
 
@@ -53,6 +54,9 @@ use crate::region::Region;
 const PREPARE_CHUNK: u64 = 4 << 20;
 /// Preallocation runs when the tail comes within this many bytes of the prepared end.
 const PREPARE_AHEAD: u64 = 1 << 20;
+/// Longest a commit waits for the appenders of the previous commit to come back
+/// (see "Group commit" in the module docs).
+const MAX_GATHER: Duration = Duration::from_millis(1);
 
 /// Options for creating or opening a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +87,14 @@ pub struct Log<R: Region> {
     /// Durable tail, for waiters that check it without the main mutex.
     durable: AtomicU64,
     /// Commits finished (or failed) so far; a waiter sleeps until it changes.
-    commit_epoch: AtomicU64,
-    /// Waiters sleep on `committed` with this (not the main mutex), so a finished commit
-    /// does not send every waiter through the main mutex one after another.
-    waiters: Mutex<()>,
-    committed: Condvar,
+    /// Waiters sleep on it with a futex (not on the main mutex), so a finished commit wakes
+    /// them all at once and those it made durable leave without taking any lock.
+    commit_epoch: AtomicU32,
+    /// Waiters about to sleep on `commit_epoch`; a commit makes the wake syscall only when
+    /// some are.
+    sleepers: AtomicU32,
+    /// A gathering committer sleeps on this (with the main mutex) until enough waiters came.
+    gathered: Condvar,
 }
 
 #[derive(Debug)]
@@ -114,8 +121,19 @@ struct Inner {
     prepared_to: u64,
     /// Where preallocation started (the tail at open).
     prepared_from: u64,
-    /// A commit is running (outside the mutex).
+    /// A commit is running (outside the mutex), or a committer is gathering.
     committing: bool,
+    /// End of what the commit in flight makes durable (`tail` when none is in flight).
+    planned_tail: u64,
+    /// Callers waiting for records that no commit covers yet.
+    open_waiters: u64,
+    /// Callers the commit in flight serves.
+    batch_waiters: u64,
+    /// Callers the last commit that served any served; a committer waits (up to
+    /// `gather_limit`) until as many are waiting before it starts.
+    last_served: u64,
+    /// Smoothed duration of a commit's I/O.
+    commit_ewma: Duration,
     /// A commit failed: the on-media state is unknown.
     failed: bool,
     stats: LogStats,
@@ -132,6 +150,8 @@ pub struct LogStats {
     pub commits: u64,
     /// Of those, commits that also rewrote the metadata (two fences instead of one).
     pub metadata_commits: u64,
+    /// Times a committer waited for the previous commit's appenders to come back.
+    pub gathers: u64,
 }
 
 /// What recovery found.
@@ -301,14 +321,19 @@ impl<R: Region> Log<R> {
                 prepared_to: tail,
                 prepared_from: tail,
                 committing: false,
+                planned_tail: tail,
+                open_waiters: 0,
+                batch_waiters: 0,
+                last_served: 0,
+                commit_ewma: Duration::ZERO,
                 failed: false,
                 stats: LogStats::default(),
                 scratch: Vec::new(),
             }),
             durable: AtomicU64::new(tail),
-            commit_epoch: AtomicU64::new(0),
-            waiters: Mutex::new(()),
-            committed: Condvar::new(),
+            commit_epoch: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            gathered: Condvar::new(),
         }
     }
 
@@ -515,35 +540,42 @@ impl<R: Region> Log<R> {
             return Err(LogError::PositionsExhausted { tail: start });
         }
         self.prepare_ahead(g, start + total + MARK_SIZE)?;
-        let mut buf = std::mem::take(&mut g.scratch);
-        buf.clear();
         let mut pos = start;
         let mut batch_crc = g.batch_crc;
         for p in payloads {
             let len = p.len() as u64;
             let size = record_size(len);
-            let at = buf.len();
-            buf.resize(at + size as usize, 0);
-            let body = &mut buf[at + RECORD_HEADER_LEN as usize..];
-            body[..p.len()].copy_from_slice(p);
+            let padding = &[0u8; 8][..(size - RECORD_HEADER_LEN - len) as usize];
             // `len <= max < MARK_FLAG` was checked above.
             let len32 = len as u32;
-            let crc = record_crc(len32, pos, body);
             let hdr = RecordHeader {
                 len: len32,
-                crc,
+                crc: record_crc_parts(len32, pos, p, padding),
                 pos,
             };
-            buf[at..at + RECORD_HEADER_LEN as usize].copy_from_slice(bytemuck::bytes_of(&hdr));
-            batch_crc = crc32c::crc32c_append(batch_crc, bytemuck::bytes_of(&hdr));
+            let hdr = bytemuck::bytes_of(&hdr);
+            let off = pos % self.capacity;
+            if off + size <= self.capacity {
+                // The payload goes to the region as it is, without a copy here.
+                self.region
+                    .write_parts(LOG_AREA_OFF + off, &[hdr, p, padding])?;
+            } else {
+                // The record wraps around the end of the area: assemble it, write in two.
+                let mut buf = std::mem::take(&mut g.scratch);
+                buf.clear();
+                buf.extend_from_slice(hdr);
+                buf.extend_from_slice(p);
+                buf.extend_from_slice(padding);
+                let res = self.write_circ(pos, &buf);
+                g.scratch = buf;
+                res?;
+            }
+            batch_crc = crc32c::crc32c_append(batch_crc, hdr);
             if let Some(v) = positions.as_deref_mut() {
                 v.push(pos);
             }
             pos += size;
         }
-        let res = self.write_circ(start, &buf);
-        g.scratch = buf;
-        res?;
         g.staged_tail = pos;
         g.batch_crc = batch_crc;
         g.stats.records_appended += payloads.len() as u64;
@@ -586,10 +618,14 @@ impl<R: Region> Log<R> {
         // Read under the main mutex: the commit bumps it under the main mutex too.
         let epoch = self.commit_epoch.load(Ordering::Acquire);
         drop(g);
-        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        while self.commit_epoch.load(Ordering::Acquire) == epoch {
-            w = self.committed.wait(w).unwrap_or_else(|e| e.into_inner());
+        // Announce the sleep before checking the epoch, and the commit bumps the epoch before
+        // checking for sleepers (both SeqCst): either the commit sees this sleeper and wakes
+        // it, or this waiter sees the new epoch and does not sleep.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        while self.commit_epoch.load(Ordering::SeqCst) == epoch {
+            atomic_wait::wait(&self.commit_epoch, epoch);
         }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn wait<'a>(&'a self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
@@ -599,12 +635,21 @@ impl<R: Region> Log<R> {
 
     /// Returns once the durable tail reaches `end`, running commits as needed.
     fn make_durable<'a>(&'a self, mut g: MutexGuard<'a, Inner>, end: u64) -> Result<(), LogError> {
+        let mut counted = false;
         loop {
             if g.failed {
                 return Err(LogError::Failed);
             }
             if g.tail >= end {
                 return Ok(());
+            }
+            if !counted && end > g.planned_tail {
+                // This caller waits for the next commit: count it for a gathering committer.
+                counted = true;
+                g.open_waiters += 1;
+                if g.open_waiters >= g.last_served {
+                    self.gathered.notify_one();
+                }
             }
             if g.committing {
                 self.wait_commit(g);
@@ -614,10 +659,33 @@ impl<R: Region> Log<R> {
                 }
                 g = self.lock();
             } else {
+                g = self.gather(g);
                 let head = g.head;
                 g = self.run_commit(g, head, false)?;
             }
         }
+    }
+
+    /// Before a commit: when the last commit served several callers, waits until as many
+    /// wait for this one, or for at most one commit's duration (capped at [`MAX_GATHER`]).
+    /// Closed-loop appenders then share one commit each round instead of half of them
+    /// missing it; a lone appender (the last commit served one) never waits.
+    fn gather<'a>(&'a self, mut g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        assert!(!g.committing, "gathering while a commit runs");
+        let target = g.last_served;
+        if target <= 1 || g.open_waiters >= target {
+            return g;
+        }
+        let limit = g.commit_ewma.min(MAX_GATHER);
+        // Others wait as for a commit in flight (and count themselves) meanwhile.
+        g.committing = true;
+        let (mut g, _) = self
+            .gathered
+            .wait_timeout_while(g, limit, |g| g.open_waiters < target && !g.failed)
+            .unwrap_or_else(|e| e.into_inner());
+        g.committing = false;
+        g.stats.gathers += 1;
+        g
     }
 
     /// Plans one commit of everything staged (closing it with a mark) and of `head`, and runs
@@ -654,6 +722,11 @@ impl<R: Region> Log<R> {
                 "the mark must fit in the room stage reserved"
             );
         }
+        g.planned_tail = new_tail;
+        if g.open_waiters > 0 {
+            g.batch_waiters = g.open_waiters;
+            g.open_waiters = 0;
+        }
         let one_fence =
             !force_meta && head == g.head && g.window > 0 && new_tail - g.meta_tail <= g.window;
         let meta = (!one_fence).then(|| {
@@ -683,10 +756,18 @@ impl<R: Region> Log<R> {
             "commit moves backwards"
         );
         g.committing = true;
+        g.planned_tail = g.planned_tail.max(plan.new_tail);
         drop(g);
+        let started = Instant::now();
         let res = self.commit_io(&plan);
+        let took = started.elapsed();
         let mut g = self.lock();
         g.committing = false;
+        g.commit_ewma = (g.commit_ewma * 7 + took) / 8;
+        if g.batch_waiters > 0 {
+            g.last_served = g.batch_waiters;
+            g.batch_waiters = 0;
+        }
         match res {
             Ok(()) => {
                 g.head = plan.head;
@@ -703,10 +784,9 @@ impl<R: Region> Log<R> {
             Err(_) => g.failed = true,
         }
         self.durable.store(g.tail, Ordering::Release);
-        self.commit_epoch.fetch_add(1, Ordering::AcqRel);
-        {
-            let _w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            self.committed.notify_all();
+        self.commit_epoch.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            atomic_wait::wake_all(&self.commit_epoch);
         }
         res.map(|()| g)
     }

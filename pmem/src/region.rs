@@ -33,6 +33,17 @@ pub trait Region: Send + Sync + std::fmt::Debug {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError>;
     /// Writes `data` at `offset` (visible at once, durable after `flush` + `fence`).
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError>;
+    /// Writes `parts` one after another starting at `offset`, as `write` of their
+    /// concatenation would (lets a caller write a header and a payload without copying them
+    /// together first).
+    fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> Result<(), RegionError> {
+        let mut at = offset;
+        for p in parts {
+            self.write(at, p)?;
+            at += p.len() as u64;
+        }
+        Ok(())
+    }
     /// Starts write-back of `[offset, offset + len)` (cache-line write-back on DAX; a no-op on
     /// block backends, whose `fence` syncs everything written).
     fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError>;
@@ -57,6 +68,9 @@ impl<R: Region + ?Sized> Region for Box<R> {
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError> {
         (**self).read(offset, buf)
+    }
+    fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> Result<(), RegionError> {
+        (**self).write_parts(offset, parts)
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
         (**self).write(offset, data)
@@ -84,6 +98,9 @@ impl<R: Region + ?Sized> Region for std::sync::Arc<R> {
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
         (**self).write(offset, data)
+    }
+    fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> Result<(), RegionError> {
+        (**self).write_parts(offset, parts)
     }
     fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError> {
         (**self).flush(offset, len)
