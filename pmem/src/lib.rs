@@ -78,11 +78,12 @@
 //!   - **Exhaustive**: six short traces (single appends, empty payloads, batches, releases,
 //!     and 12 append+release pairs wrapping a 128-byte circular area): every subset at every
 //!     crash point, each recovered log then appended to and recovered again. A run checks
-//!     607 crash points and 247,538 crash states (largest point: 13 pending words).
+//!     727 crash points and 248,624 crash states (largest point: 13 pending words; a
+//!     record is three writes, header, payload and padding, each its own crash point).
 //!   - **Sampled**: three seeded random traces of 120 operations (appends up to 90 bytes,
 //!     batches of 1-4, releases) in a 512-byte area that wraps many times, one per window;
 //!     points with at most 8 pending words are enumerated, larger ones get 32 random subsets
-//!     plus none and all. A run checks 1,396 crash points (489 sampled) and 27,014 crash
+//!     plus none and all. A run checks 1,763 crash points (603 sampled) and 41,176 crash
 //!     states; `KEEL_CRASH_SEED` and `KEEL_CRASH_OPS` change the seed and length.
 //!   - **Bit flips**: every single-bit flip in the global and region metadata, the selector,
 //!     both metadata copies, the unused metadata bytes, and every byte of every live record

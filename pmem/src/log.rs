@@ -34,9 +34,19 @@
 //!
 //! # Group commit
 //!
-//! Appenders stage their records under a mutex, then wait until the durable tail covers them.
-//! If no commit is in flight one of them runs a commit for everything staged so far; appends
-//! that arrive while a commit is in flight are staged and share the next commit.
+//! Appenders stage their records under a mutex (a copy into the region's write buffer, no
+//! system call on the block backends), then wait until the durable tail covers them. If no
+//! commit is in flight one of them runs a commit for everything staged so far; appends that
+//! arrive while a commit is in flight are staged and share the next commit.
+//!
+//! Closed-loop appenders would otherwise split into two halves that alternate between commits
+//! (those released by a commit come back while the next one runs, and miss it). So when the
+//! last commit served several callers and fewer are waiting now, the committer first
+//! *gathers*: it waits until as many callers wait as the last commit served, or for at most
+//! one commit's duration (smoothed, capped at 1 ms), then commits them all. A lone appender
+//! (the last commit served one caller) never waits; `LogStats::gathers` counts the waits.
+//! Waiters sleep on a futex, so a commit wakes them with one system call and those it made
+//! durable return without taking any lock; `head`, `tail` and `free_bytes` read atomics.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -86,6 +96,10 @@ pub struct Log<R: Region> {
     inner: Mutex<Inner>,
     /// Durable tail, for waiters that check it without the main mutex.
     durable: AtomicU64,
+    /// Durable head and [`Log::free_bytes`], published under the main mutex whenever they
+    /// change so that status queries never contend with appenders for it.
+    durable_head: AtomicU64,
+    free: AtomicU64,
     /// Commits finished (or failed) so far; a waiter sleeps until it changes.
     /// Waiters sleep on it with a futex (not on the main mutex), so a finished commit wakes
     /// them all at once and those it made durable leave without taking any lock.
@@ -123,6 +137,8 @@ struct Inner {
     prepared_from: u64,
     /// A commit is running (outside the mutex), or a committer is gathering.
     committing: bool,
+    /// A gathering committer sleeps on `Log::gathered`.
+    gatherer_asleep: bool,
     /// End of what the commit in flight makes durable (`tail` when none is in flight).
     planned_tail: u64,
     /// Callers waiting for records that no commit covers yet.
@@ -321,6 +337,7 @@ impl<R: Region> Log<R> {
                 prepared_to: tail,
                 prepared_from: tail,
                 committing: false,
+                gatherer_asleep: false,
                 planned_tail: tail,
                 open_waiters: 0,
                 batch_waiters: 0,
@@ -331,10 +348,17 @@ impl<R: Region> Log<R> {
                 scratch: Vec::new(),
             }),
             durable: AtomicU64::new(tail),
+            durable_head: AtomicU64::new(lmeta.head),
+            free: AtomicU64::new((rmeta.capacity - (tail - lmeta.head)).saturating_sub(MARK_SIZE)),
             commit_epoch: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
             gathered: Condvar::new(),
         }
+    }
+
+    fn publish_free(&self, g: &Inner) {
+        let free = (self.capacity - (g.staged_tail - g.head)).saturating_sub(MARK_SIZE);
+        self.free.store(free, Ordering::Release);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -370,19 +394,18 @@ impl<R: Region> Log<R> {
 
     /// Durable head.
     pub fn head(&self) -> u64 {
-        self.lock().head
+        self.durable_head.load(Ordering::Acquire)
     }
 
     /// Durable tail.
     pub fn tail(&self) -> u64 {
-        self.lock().tail
+        self.durable.load(Ordering::Acquire)
     }
 
     /// Bytes free for new records (capacity minus live and staged bytes, minus the room
     /// reserved for the next commit mark).
     pub fn free_bytes(&self) -> u64 {
-        let g = self.lock();
-        (self.capacity - (g.staged_tail - g.head)).saturating_sub(MARK_SIZE)
+        self.free.load(Ordering::Acquire)
     }
 
     /// Counters since open.
@@ -452,7 +475,8 @@ impl<R: Region> Log<R> {
             if !g.committing {
                 break;
             }
-            g = self.wait(g);
+            self.wait_commit(g, false);
+            g = self.lock();
         }
         if pos < g.tail {
             // Must be a record boundary.
@@ -577,6 +601,7 @@ impl<R: Region> Log<R> {
             pos += size;
         }
         g.staged_tail = pos;
+        self.publish_free(g);
         g.batch_crc = batch_crc;
         g.stats.records_appended += payloads.len() as u64;
         assert!(
@@ -613,11 +638,16 @@ impl<R: Region> Log<R> {
 
     /// Waits (without holding the main mutex) until the commit in flight finishes; returns
     /// with the main mutex released.
-    fn wait_commit(&self, g: MutexGuard<'_, Inner>) {
+    /// `wake_gatherer`: this caller completed a gathering committer's group; it is woken
+    /// once the main mutex is released (so it does not wake only to block on it).
+    fn wait_commit(&self, g: MutexGuard<'_, Inner>, wake_gatherer: bool) {
         assert!(g.committing, "waiting for a commit that is not running");
         // Read under the main mutex: the commit bumps it under the main mutex too.
         let epoch = self.commit_epoch.load(Ordering::Acquire);
         drop(g);
+        if wake_gatherer {
+            self.gathered.notify_one();
+        }
         // Announce the sleep before checking the epoch, and the commit bumps the epoch before
         // checking for sleepers (both SeqCst): either the commit sees this sleeper and wakes
         // it, or this waiter sees the new epoch and does not sleep.
@@ -628,14 +658,10 @@ impl<R: Region> Log<R> {
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn wait<'a>(&'a self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
-        self.wait_commit(g);
-        self.lock()
-    }
-
     /// Returns once the durable tail reaches `end`, running commits as needed.
     fn make_durable<'a>(&'a self, mut g: MutexGuard<'a, Inner>, end: u64) -> Result<(), LogError> {
         let mut counted = false;
+        let mut wake_gatherer = false;
         loop {
             if g.failed {
                 return Err(LogError::Failed);
@@ -647,12 +673,10 @@ impl<R: Region> Log<R> {
                 // This caller waits for the next commit: count it for a gathering committer.
                 counted = true;
                 g.open_waiters += 1;
-                if g.open_waiters >= g.last_served {
-                    self.gathered.notify_one();
-                }
+                wake_gatherer = g.gatherer_asleep && g.open_waiters >= g.last_served;
             }
             if g.committing {
-                self.wait_commit(g);
+                self.wait_commit(g, std::mem::take(&mut wake_gatherer));
                 // Most waiters find their records durable and leave without the main mutex.
                 if self.durable.load(Ordering::Acquire) >= end {
                     return Ok(());
@@ -679,10 +703,12 @@ impl<R: Region> Log<R> {
         let limit = g.commit_ewma.min(MAX_GATHER);
         // Others wait as for a commit in flight (and count themselves) meanwhile.
         g.committing = true;
+        g.gatherer_asleep = true;
         let (mut g, _) = self
             .gathered
             .wait_timeout_while(g, limit, |g| g.open_waiters < target && !g.failed)
             .unwrap_or_else(|e| e.into_inner());
+        g.gatherer_asleep = false;
         g.committing = false;
         g.stats.gathers += 1;
         g
@@ -716,6 +742,7 @@ impl<R: Region> Log<R> {
             mark = Some((at, body));
             new_tail = at + MARK_SIZE;
             g.staged_tail = new_tail;
+            self.publish_free(&g);
             g.batch_crc = 0;
             assert!(
                 new_tail - g.head <= self.capacity,
@@ -771,6 +798,8 @@ impl<R: Region> Log<R> {
         match res {
             Ok(()) => {
                 g.head = plan.head;
+                self.durable_head.store(plan.head, Ordering::Release);
+                self.publish_free(&g);
                 g.tail = plan.new_tail;
                 if let Some((next, meta)) = plan.meta {
                     g.active = next;
@@ -1502,5 +1531,33 @@ mod tests {
         assert_eq!(log.stats().commits, 1);
         assert_eq!(rep.tail, 10 * record_size(9) + MARK_SIZE);
         assert_eq!(log.iter().count(), 10);
+    }
+
+    #[test]
+    fn a_lone_appender_after_concurrent_ones_stops_gathering_at_once() {
+        let log = std::sync::Arc::new(Log::create(SimRegion::new(1 << 20), 1).unwrap());
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let log = &log;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        log.append(&[t; 16]).unwrap();
+                    }
+                });
+            }
+        });
+        let before = log.stats();
+        for _ in 0..100 {
+            log.append(&[9; 16]).unwrap();
+        }
+        let after = log.stats();
+        // The first lone append may wait for the others (the last commit served several);
+        // its commit serves one, so no later append waits.
+        assert!(
+            after.gathers - before.gathers <= 1,
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(after.commits - before.commits, 100);
+        assert_eq!(log.iter().count(), 500);
     }
 }
