@@ -456,6 +456,28 @@ fn sync_loop(
     sequential: bool,
     opts: &LimitOptions,
 ) -> Result<(Summary, Vec<(f64, f64)>), LimitError> {
+    sync_loop_with(name, scratch, size, region, sequential, SyncKind::Pwrite, opts)
+}
+
+/// How one iteration of a sync loop writes and syncs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncKind {
+    /// `pwrite` then `fdatasync`.
+    Pwrite,
+    /// One io_uring submission: `WRITE` linked to `FSYNC(DATASYNC)`, then wait for both.
+    UringLinked,
+}
+
+fn sync_loop_with(
+    name: &str,
+    scratch: &ScratchFile,
+    size: usize,
+    region: u64,
+    sequential: bool,
+    kind: SyncKind,
+    opts: &LimitOptions,
+) -> Result<(Summary, Vec<(f64, f64)>), LimitError> {
+    use std::os::fd::AsRawFd;
     let err = |source| LimitError::File {
         path: scratch.path().display().to_string(),
         source,
@@ -466,14 +488,58 @@ fn sync_loop(
     let progress = Progress::start(name, Arc::clone(&counter), opts.quiet);
     let mut lat = Latencies::new()?;
     let mut i = 0u64;
-    let one = |i: u64| -> std::io::Result<()> {
+    let mut ring = match kind {
+        SyncKind::Pwrite => None,
+        SyncKind::UringLinked => Some(io_uring::IoUring::new(8).map_err(err)?),
+    };
+    let fd = io_uring::types::Fd(scratch.file().as_raw_fd());
+    let len = u32::try_from(size).map_err(|_| err(ErrorKind::InvalidInput.into()))?;
+    let mut one = |i: u64| -> std::io::Result<()> {
         let off = if sequential {
             (i % slots) * size as u64
         } else {
             0
         };
-        scratch.file().write_all_at(&buf, off)?;
-        scratch.file().sync_data()
+        let Some(ring) = ring.as_mut() else {
+            scratch.file().write_all_at(&buf, off)?;
+            return scratch.file().sync_data();
+        };
+        use io_uring::{opcode, squeue, types};
+        let w = opcode::Write::new(fd, buf.as_ptr(), len)
+            .offset(off)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(0);
+        let f = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(1);
+        // SAFETY: `buf` and the file outlive both operations: we wait for both completions
+        // below before returning. (The kernel interface needs it: the ring reads `buf`.)
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut sq = ring.submission();
+            sq.push(&w).map_err(|_| std::io::Error::other("submission queue full"))?;
+            sq.push(&f).map_err(|_| std::io::Error::other("submission queue full"))?;
+        }
+        let mut done = 0;
+        while done < 2 {
+            ring.submit_and_wait(2 - done)?;
+            for c in ring.completion() {
+                done += 1;
+                let want = if c.user_data() == 0 { len as i32 } else { 0 };
+                if c.result() < 0 {
+                    return Err(std::io::Error::from_raw_os_error(-c.result()));
+                }
+                if c.result() != want {
+                    return Err(std::io::Error::other(format!(
+                        "short write {} of {len}",
+                        c.result()
+                    )));
+                }
+            }
+        }
+        Ok(())
     };
     let warm_end = Instant::now() + opts.duration / 5;
     while Instant::now() < warm_end {
@@ -535,6 +601,60 @@ pub fn pwrite_fdatasync(dir: &Path, size: usize, opts: &LimitOptions) -> Result<
         ),
         opts,
     )
+}
+
+/// Bytes one single-record log commit writes for a `payload`-byte record: the record (16 B
+/// header, payload, padding to 8 bytes) and its 48 B commit mark.
+pub fn log_commit_bytes(payload: usize) -> usize {
+    (keel_pmem::layout::record_size(payload as u64) + keel_pmem::layout::MARK_SIZE) as usize
+}
+
+/// Name of the bare floor of one log commit of a `payload`-byte record (`kind` `pwrite` or
+/// `uring`).
+pub fn log_floor_name(kind: &str, payload: usize) -> String {
+    format!("{kind}-fdatasync-{}-record", size_label(payload))
+}
+
+/// Measures the bare floor under a log commit of one `payload`-byte record: the same loop as
+/// [`pwrite_fdatasync`], but writing the bytes such a commit writes
+/// ([`log_commit_bytes`], so unaligned and one page more at 64 KiB), with `pwrite` +
+/// `fdatasync` (`uring == false`) or as one io_uring submission of a `WRITE` linked to an
+/// `FSYNC(DATASYNC)` (`uring == true`).
+pub fn log_commit_floor(
+    dir: &Path,
+    payload: usize,
+    uring: bool,
+    opts: &LimitOptions,
+) -> Result<Limit, LimitError> {
+    let write = log_commit_bytes(payload);
+    let region = pwrite_region(write);
+    let (kind, how) = if uring {
+        (
+            SyncKind::UringLinked,
+            "one io_uring submission of WRITE linked to FSYNC(DATASYNC)",
+        )
+    } else {
+        (SyncKind::Pwrite, "pwrite, then fdatasync")
+    };
+    let name = log_floor_name(if uring { "uring" } else { "pwrite" }, payload);
+    let scratch = ScratchFile::preallocated(dir, &name, region)?;
+    let (summary, curve) = sync_loop_with(&name, &scratch, write, region, true, kind, opts)?;
+    Ok(Limit {
+        name,
+        description: format!(
+            "{how}: {write} bytes (a {payload}-byte record with its header, padding and \
+             commit mark) at consecutive offsets in a preallocated {} KiB region",
+            region / 1024
+        ),
+        summary,
+        curve,
+        extra: BTreeMap::new(),
+        notes: vec![format!(
+            "directory {} ({})",
+            dir.display(),
+            filesystem_of(dir)
+        )],
+    })
 }
 
 /// Name of the grouped pwrite+fdatasync limit for `n` writes of `size` bytes per sync.

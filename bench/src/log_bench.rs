@@ -102,6 +102,16 @@ pub fn run(
         report.add_limit(LimitOutcome::Measured(limit));
         // What the device allows a group of `appenders` appends per sync (bandwidth bound for
         // large payloads): the group figures are also given as a ratio to it.
+        // The bare floors under one log commit (the same bytes, no log), for the file and
+        // uring backends: where the log's own cost starts.
+        let mut floors = Vec::new();
+        for (backend, uring) in [("file", false), ("uring", true)] {
+            if o.backends.iter().any(|b| b == backend) {
+                let l = limits::log_commit_floor(&o.dir, payload, uring, lo)?;
+                floors.push((backend, l.name.clone()));
+                report.add_limit(LimitOutcome::Measured(l));
+            }
+        }
         let group_limit = if o.appenders > 1 {
             let l = limits::pwrite_fdatasync_group(&o.dir, payload, o.appenders, lo)?;
             let n = l.name.clone();
@@ -175,6 +185,21 @@ pub fn run(
                                     1.1,
                                 );
                                 report.targets.push(t);
+                            }
+                            let floor = floors
+                                .iter()
+                                .find(|(b, _)| b == backend_name)
+                                .and_then(|(_, f)| report.limit(f));
+                            if let Some(f) = floor {
+                                // Not an issue target: the log's own cost over the bare
+                                // write and sync of the same bytes.
+                                report.targets.push(Target::new(
+                                    format!("{name} p50 vs {} p50 (floor)", f.name),
+                                    fig.p50_ns,
+                                    f.summary.p50_ns,
+                                    Bound::AtMost,
+                                    1.1,
+                                ));
                             }
                         } else if let Some(rate) = single_rate {
                             report.targets.push(Target::new(
