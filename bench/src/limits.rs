@@ -456,7 +456,15 @@ fn sync_loop(
     sequential: bool,
     opts: &LimitOptions,
 ) -> Result<(Summary, Vec<(f64, f64)>), LimitError> {
-    sync_loop_with(name, scratch, size, region, sequential, SyncKind::Pwrite, opts)
+    sync_loop_with(
+        name,
+        scratch,
+        size,
+        region,
+        sequential,
+        SyncKind::Pwrite,
+        opts,
+    )
 }
 
 /// How one iteration of a sync loop writes and syncs.
@@ -519,8 +527,10 @@ fn sync_loop_with(
         #[allow(unsafe_code)]
         unsafe {
             let mut sq = ring.submission();
-            sq.push(&w).map_err(|_| std::io::Error::other("submission queue full"))?;
-            sq.push(&f).map_err(|_| std::io::Error::other("submission queue full"))?;
+            sq.push(&w)
+                .map_err(|_| std::io::Error::other("submission queue full"))?;
+            sq.push(&f)
+                .map_err(|_| std::io::Error::other("submission queue full"))?;
         }
         let mut done = 0;
         while done < 2 {
@@ -599,6 +609,7 @@ pub fn pwrite_fdatasync(dir: &Path, size: usize, opts: &LimitOptions) -> Result<
             "pwrite {size} bytes at consecutive offsets in a preallocated {} KiB region, then fdatasync",
             region / 1024
         ),
+        SyncKind::Pwrite,
         opts,
     )
 }
@@ -637,24 +648,12 @@ pub fn log_commit_floor(
         (SyncKind::Pwrite, "pwrite, then fdatasync")
     };
     let name = log_floor_name(if uring { "uring" } else { "pwrite" }, payload);
-    let scratch = ScratchFile::preallocated(dir, &name, region)?;
-    let (summary, curve) = sync_loop_with(&name, &scratch, write, region, true, kind, opts)?;
-    Ok(Limit {
-        name,
-        description: format!(
-            "{how}: {write} bytes (a {payload}-byte record with its header, padding and \
-             commit mark) at consecutive offsets in a preallocated {} KiB region",
-            region / 1024
-        ),
-        summary,
-        curve,
-        extra: BTreeMap::new(),
-        notes: vec![format!(
-            "directory {} ({})",
-            dir.display(),
-            filesystem_of(dir)
-        )],
-    })
+    let description = format!(
+        "{how}: {write} bytes (a {payload}-byte record with its header, padding and commit \
+         mark) at consecutive offsets in a preallocated {} KiB region",
+        region / 1024
+    );
+    sync_limit(dir, name, write, 1, description, kind, opts)
 }
 
 /// Name of the grouped pwrite+fdatasync limit for `n` writes of `size` bytes per sync.
@@ -686,6 +685,7 @@ pub fn pwrite_fdatasync_group(
              {} KiB region, then fdatasync; throughput counts {n} appends per sync",
             region / 1024
         ),
+        SyncKind::Pwrite,
         opts,
     )
 }
@@ -698,11 +698,12 @@ fn sync_limit(
     write: usize,
     per_sync: usize,
     description: String,
+    kind: SyncKind,
     opts: &LimitOptions,
 ) -> Result<Limit, LimitError> {
     let region = pwrite_region(write);
     let scratch = ScratchFile::preallocated(dir, &name, region)?;
-    let (mut summary, curve) = sync_loop(&name, &scratch, write, region, true, opts)?;
+    let (mut summary, curve) = sync_loop_with(&name, &scratch, write, region, true, kind, opts)?;
     summary.throughput_per_s *= per_sync as f64;
     Ok(Limit {
         name,
