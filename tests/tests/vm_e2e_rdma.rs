@@ -18,30 +18,24 @@
 
 mod e2e_common;
 
-use std::time::Instant;
-
-use e2e_common::{Cluster, Spec};
-
-const CLIENTS: u64 = 3;
-
 fn main() {
-    e2e_common::run_replica_if_asked();
-    let Some(device) = e2e_common::vm_rdma_device() else {
-        return;
-    };
-    let t0 = Instant::now();
-    let cluster = Cluster::launch(Spec::vm_rdma("rdma-kill-leader", &device, 3));
-    e2e_common::kill_9_the_leader_under_load_then_restart_it(cluster, CLIENTS);
-    eprintln!(
-        "e2e rdma: kill -9 the leader: passed after {:?}",
-        t0.elapsed()
+    e2e_common::vm_rdma_main(
+        &[
+            (
+                "rdma-kill-leader",
+                "kill -9 the leader",
+                3,
+                0,
+                e2e_common::kill_9_the_leader_under_load_then_restart_it,
+            ),
+            (
+                "rdma-kill-follower",
+                "kill -9 a follower",
+                3,
+                0,
+                e2e_common::kill_a_follower_then_restart_it,
+            ),
+        ],
+        3,
     );
-    let t1 = Instant::now();
-    let cluster = Cluster::launch(Spec::vm_rdma("rdma-kill-follower", &device, 3));
-    e2e_common::kill_a_follower_then_restart_it(cluster, CLIENTS);
-    eprintln!(
-        "e2e rdma: kill -9 a follower: passed after {:?}",
-        t1.elapsed()
-    );
-    println!("test result: ok. 2 passed");
 }

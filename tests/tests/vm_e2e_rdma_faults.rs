@@ -14,30 +14,24 @@
 
 mod e2e_common;
 
-use std::time::Instant;
-
-use e2e_common::{Cluster, Spec};
-
-const CLIENTS: u64 = 3;
-
 fn main() {
-    e2e_common::run_replica_if_asked();
-    let Some(device) = e2e_common::vm_rdma_device() else {
-        return;
-    };
-    let t0 = Instant::now();
-    let cluster = Cluster::launch(Spec::vm_rdma("rdma-isolate", &device, 3));
-    e2e_common::isolate_the_leader_then_heal(cluster, CLIENTS);
-    eprintln!(
-        "e2e rdma: isolate the leader: passed after {:?}",
-        t0.elapsed()
+    e2e_common::vm_rdma_main(
+        &[
+            (
+                "rdma-isolate",
+                "isolate the leader",
+                3,
+                0,
+                e2e_common::isolate_the_leader_then_heal,
+            ),
+            (
+                "rdma-membership",
+                "change membership while writing",
+                4,
+                1,
+                e2e_common::change_membership_while_writing,
+            ),
+        ],
+        3,
     );
-    let t1 = Instant::now();
-    let cluster = Cluster::launch(Spec::vm_rdma("rdma-membership", &device, 4).standby(1));
-    e2e_common::change_membership_while_writing(cluster, CLIENTS);
-    eprintln!(
-        "e2e rdma: change membership while writing: passed after {:?}",
-        t1.elapsed()
-    );
-    println!("test result: ok. 2 passed");
 }

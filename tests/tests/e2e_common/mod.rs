@@ -734,6 +734,27 @@ pub fn vm_rdma_device() -> Option<String> {
     }
 }
 
+/// One scenario of an rdma end-to-end binary: cluster name, what it checks (for the log
+/// line), replicas, standbys, and the scenario function.
+pub type VmScenario = (&'static str, &'static str, u64, u64, fn(Cluster, u64));
+
+/// `main` of an rdma end-to-end binary (`harness = false`): runs as a replica when asked,
+/// skips with the reason outside the VM, else launches a cluster on the VM's soft-RoCE device
+/// for each scenario in turn and runs it with `clients` clients.
+pub fn vm_rdma_main(scenarios: &[VmScenario], clients: u64) {
+    run_replica_if_asked();
+    let Some(device) = vm_rdma_device() else {
+        return;
+    };
+    for &(name, what, replicas, standby, scenario) in scenarios {
+        let t0 = std::time::Instant::now();
+        let cluster = Cluster::launch(Spec::vm_rdma(name, &device, replicas).standby(standby));
+        scenario(cluster, clients);
+        eprintln!("e2e rdma: {what}: passed after {:?}", t0.elapsed());
+    }
+    println!("test result: ok. {} passed", scenarios.len());
+}
+
 /// For [`Launch::SelfExec`] binaries: if this process was started as a replica, runs it (what
 /// `keel run --config FILE` does) and never returns.
 pub fn run_replica_if_asked() {
