@@ -54,7 +54,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -135,25 +135,126 @@ pub enum ShmError {
 #[error("unreachable")]
 pub enum Never {}
 
+/// A shared mapping: anonymous, or of a file at `path` that the process which created it
+/// removes when it drops the mapping.
 #[derive(Debug)]
-struct Region {
+struct SharedMap {
     map: MmapRaw,
-    capacity: usize,
     path: Option<PathBuf>,
-    unlink_on_drop: bool,
+    unlink_on_drop: AtomicBool,
 }
 
-impl Drop for Region {
+impl Drop for SharedMap {
     fn drop(&mut self) {
-        if let (true, Some(path)) = (self.unlink_on_drop, &self.path) {
+        if let (true, Some(path)) = (self.unlink_on_drop.load(Ordering::Relaxed), &self.path) {
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
-impl Region {
+impl SharedMap {
+    fn anonymous(len: usize) -> Result<SharedMap, ShmError> {
+        let map = MmapOptions::new()
+            .len(len)
+            .map_anon()
+            .map_err(ShmError::Map)?;
+        Ok(SharedMap {
+            map: MmapRaw::from(map),
+            path: None,
+            unlink_on_drop: AtomicBool::new(false),
+        })
+    }
+
+    /// Creates a `len`-byte file mapped shared, under a private name next to `path`; `make`
+    /// turns the mapping into what it backs (and initialises it), then the file is published
+    /// at `path`: linked, failing if `path` exists, or renamed over it with `replace`. So an
+    /// opener never maps a half-made file. `shared` finds the mapping in what `make` built: it
+    /// removes `path` when dropped.
+    fn create<T>(
+        path: &Path,
+        len: usize,
+        replace: bool,
+        make: impl FnOnce(SharedMap) -> T,
+        shared: impl Fn(&T) -> &SharedMap,
+    ) -> Result<T, ShmError> {
+        let create = |source| ShmError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        let mut building = path.as_os_str().to_owned();
+        building.push(format!(".building-{}", std::process::id()));
+        let building = PathBuf::from(building);
+        let _ = std::fs::remove_file(&building);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&building)
+            .map_err(create)?;
+        let built = file
+            .set_len(len as u64)
+            .map_err(create)
+            .and_then(|()| MmapOptions::new().map_raw(&file).map_err(ShmError::Map))
+            .and_then(|map| {
+                let made = make(SharedMap {
+                    map,
+                    path: Some(path.to_owned()),
+                    unlink_on_drop: AtomicBool::new(false),
+                });
+                if replace {
+                    std::fs::rename(&building, path).map_err(create)?;
+                } else {
+                    std::fs::hard_link(&building, path).map_err(create)?;
+                }
+                shared(&made).unlink_on_drop.store(true, Ordering::Relaxed);
+                Ok(made)
+            });
+        let _ = std::fs::remove_file(&building);
+        built
+    }
+
+    /// Maps the file another process created at `path`; returns the mapping and its length
+    /// after `check_len` accepted the length.
+    fn open(
+        path: &Path,
+        check_len: impl FnOnce(u64) -> Result<(), ShmError>,
+    ) -> Result<(SharedMap, u64), ShmError> {
+        let open = |source| ShmError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(open)?;
+        let len = file.metadata().map_err(open)?.len();
+        check_len(len)?;
+        let map = MmapOptions::new().map_raw(&file).map_err(ShmError::Map)?;
+        Ok((
+            SharedMap {
+                map,
+                path: Some(path.to_owned()),
+                unlink_on_drop: AtomicBool::new(false),
+            },
+            len,
+        ))
+    }
+
     fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
+    }
+}
+
+#[derive(Debug)]
+struct Region {
+    shared: SharedMap,
+    capacity: usize,
+}
+
+impl Region {
+    fn base(&self) -> *mut u8 {
+        self.shared.base()
     }
 
     fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
@@ -216,15 +317,9 @@ impl ShmRing {
     /// If `capacity` is not a power of two of at least 256 bytes.
     pub fn anonymous(capacity: usize) -> Result<ShmRing, ShmError> {
         check_capacity(capacity);
-        let map = MmapOptions::new()
-            .len(CONTROL_BYTES + capacity)
-            .map_anon()
-            .map_err(ShmError::Map)?;
         let region = Region {
-            map: MmapRaw::from(map),
+            shared: SharedMap::anonymous(CONTROL_BYTES + capacity)?,
             capacity,
-            path: None,
-            unlink_on_drop: false,
         };
         let ring = ShmRing {
             region: Arc::new(region),
@@ -246,33 +341,13 @@ impl ShmRing {
         config: &HandshakeConfig,
     ) -> Result<ShmPending, ShmError> {
         check_capacity(capacity);
-        let create = |source| ShmError::Create {
-            path: path.to_owned(),
-            source,
-        };
-        // Built under a private name, then linked to `path` (which fails if it exists), so
-        // an opener never finds a half-initialised ring.
-        let mut building = path.as_os_str().to_owned();
-        building.push(format!(".building-{}", std::process::id()));
-        let building = PathBuf::from(building);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&building)
-            .map_err(create)?;
-        let built = file
-            .set_len((CONTROL_BYTES + capacity) as u64)
-            .map_err(create)
-            .and_then(|()| MmapOptions::new().map_raw(&file).map_err(ShmError::Map))
-            .and_then(|map| {
+        let ring = SharedMap::create(
+            path,
+            CONTROL_BYTES + capacity,
+            false,
+            |shared| {
                 let ring = ShmRing {
-                    region: Arc::new(Region {
-                        map,
-                        capacity,
-                        path: Some(path.to_owned()),
-                        unlink_on_drop: false,
-                    }),
+                    region: Arc::new(Region { shared, capacity }),
                 };
                 ring.init(&Hello::with_version(
                     config.cluster_id,
@@ -280,14 +355,10 @@ impl ShmRing {
                     0,
                     config.version,
                 ));
-                std::fs::hard_link(&building, path).map_err(create)?;
-                Ok(ring)
-            });
-        let _ = std::fs::remove_file(&building);
-        let mut ring = built?;
-        if let Some(region) = Arc::get_mut(&mut ring.region) {
-            region.unlink_on_drop = true;
-        }
+                ring
+            },
+            |ring| &ring.region.shared,
+        )?;
         Ok(ShmPending { ring })
     }
 
@@ -313,30 +384,20 @@ impl ShmRing {
         expected: u64,
         epoch: u64,
     ) -> Result<(ShmRing, Peer), ShmError> {
-        let open = |source| ShmError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(open)?;
-        let len = file.metadata().map_err(open)?.len();
-        if len < CONTROL_BYTES as u64 {
-            return Err(ShmError::BadLayout {
-                path: path.to_owned(),
-                magic: 0,
-                version: 0,
-                len,
-            });
-        }
-        let map = MmapOptions::new().map_raw(&file).map_err(ShmError::Map)?;
+        let (shared, len) = SharedMap::open(path, |len| {
+            if len < CONTROL_BYTES as u64 {
+                return Err(ShmError::BadLayout {
+                    path: path.to_owned(),
+                    magic: 0,
+                    version: 0,
+                    len,
+                });
+            }
+            Ok(())
+        })?;
         let mut region = Region {
-            map,
+            shared,
             capacity: 0,
-            path: Some(path.to_owned()),
-            unlink_on_drop: false,
         };
         let magic = region.atomic_u64(OFF_MAGIC).load(Ordering::Acquire);
         let version = u32::from_le_bytes(le4(&region.read_control(OFF_VERSION, 4)));
@@ -447,7 +508,7 @@ impl ShmPending {
 
     /// The ring file.
     pub fn path(&self) -> Option<&Path> {
-        self.ring.region.path.as_deref()
+        self.ring.region.shared.path.as_deref()
     }
 }
 
@@ -662,37 +723,14 @@ pub enum Wake {
 /// page.
 #[derive(Debug, Clone)]
 pub struct Doorbell {
-    map: Arc<BellMap>,
-}
-
-#[derive(Debug)]
-struct BellMap {
-    map: MmapRaw,
-    path: Option<PathBuf>,
-    unlink_on_drop: bool,
-}
-
-impl Drop for BellMap {
-    fn drop(&mut self) {
-        if let (true, Some(path)) = (self.unlink_on_drop, &self.path) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
+    map: Arc<SharedMap>,
 }
 
 impl Doorbell {
     /// A doorbell for this process only (an anonymous shared mapping).
     pub fn anonymous() -> Result<Doorbell, ShmError> {
-        let map = MmapOptions::new()
-            .len(BELL_BYTES)
-            .map_anon()
-            .map_err(ShmError::Map)?;
         let bell = Doorbell {
-            map: Arc::new(BellMap {
-                map: MmapRaw::from(map),
-                path: None,
-                unlink_on_drop: false,
-            }),
+            map: Arc::new(SharedMap::anonymous(BELL_BYTES)?),
         };
         bell.word_u64(0).store(BELL_MAGIC, Ordering::Release);
         Ok(bell)
@@ -702,73 +740,42 @@ impl Doorbell {
     /// left (built under a private name and renamed over it, so an opener never maps a
     /// half-made file). Removed when the creator's last handle is dropped.
     pub fn create(path: &Path) -> Result<Doorbell, ShmError> {
-        let create = |source| ShmError::Create {
-            path: path.to_owned(),
-            source,
-        };
-        let mut building = path.as_os_str().to_owned();
-        building.push(format!(".building-{}", std::process::id()));
-        let building = PathBuf::from(building);
-        let _ = std::fs::remove_file(&building);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&building)
-            .map_err(create)?;
-        let built = file
-            .set_len(BELL_BYTES as u64)
-            .map_err(create)
-            .and_then(|()| MmapOptions::new().map_raw(&file).map_err(ShmError::Map))
-            .and_then(|map| {
+        SharedMap::create(
+            path,
+            BELL_BYTES,
+            true,
+            |shared| {
                 let bell = Doorbell {
-                    map: Arc::new(BellMap {
-                        map,
-                        path: Some(path.to_owned()),
-                        unlink_on_drop: true,
-                    }),
+                    map: Arc::new(shared),
                 };
                 bell.word_u64(0).store(BELL_MAGIC, Ordering::Release);
-                std::fs::rename(&building, path).map_err(create)?;
-                Ok(bell)
-            });
-        if built.is_err() {
-            let _ = std::fs::remove_file(&building);
-        }
-        built
+                bell
+            },
+            |bell| &bell.map,
+        )
     }
 
     /// Maps the doorbell file another process created (to ring it).
     pub fn open(path: &Path) -> Result<Doorbell, ShmError> {
-        let open = |source| ShmError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(open)?;
-        let len = file.metadata().map_err(open)?.len();
-        let bad = |magic| ShmError::BadLayout {
+        let bad = |magic, len| ShmError::BadLayout {
             path: path.to_owned(),
             magic,
             version: 0,
             len,
         };
-        if len != BELL_BYTES as u64 {
-            return Err(bad(0));
-        }
+        let (shared, len) = SharedMap::open(path, |len| {
+            if len == BELL_BYTES as u64 {
+                Ok(())
+            } else {
+                Err(bad(0, len))
+            }
+        })?;
         let bell = Doorbell {
-            map: Arc::new(BellMap {
-                map: MmapOptions::new().map_raw(&file).map_err(ShmError::Map)?,
-                path: Some(path.to_owned()),
-                unlink_on_drop: false,
-            }),
+            map: Arc::new(shared),
         };
         let magic = bell.word_u64(0).load(Ordering::Acquire);
         if magic != BELL_MAGIC {
-            return Err(bad(magic));
+            return Err(bad(magic, len));
         }
         Ok(bell)
     }
@@ -778,13 +785,13 @@ impl Doorbell {
         // SAFETY: the mapping is page-aligned and BELL_BYTES long, so base+offset is 8-aligned
         // and in bounds; it lives as long as `self`; every process accesses the doorbell's
         // words only through atomics.
-        unsafe { AtomicU64::from_ptr(self.map.map.as_mut_ptr().add(offset).cast::<u64>()) }
+        unsafe { AtomicU64::from_ptr(self.map.base().add(offset).cast::<u64>()) }
     }
 
     fn word(&self) -> &AtomicU32 {
         // SAFETY: as in `word_u64`, 4-byte aligned and in bounds (OFF_BELL_WORD + 4 <=
         // BELL_BYTES).
-        unsafe { AtomicU32::from_ptr(self.map.map.as_mut_ptr().add(OFF_BELL_WORD).cast::<u32>()) }
+        unsafe { AtomicU32::from_ptr(self.map.base().add(OFF_BELL_WORD).cast::<u32>()) }
     }
 
     /// Wakes the sleeper if it announced it is about to sleep; call after publishing work.
