@@ -28,6 +28,9 @@ pub struct FileRegion {
     len: u64,
     path: PathBuf,
     gathered: Mutex<Gathered>,
+    /// What one `issue` is writing out, taken from `gathered` so appenders can keep gathering
+    /// meanwhile; its mutex also keeps issues (and direct writes) in order.
+    outbox: Mutex<Gathered>,
 }
 
 /// Writes not yet issued to the file: their bytes, back to back, and where each goes.
@@ -50,6 +53,7 @@ impl FileRegion {
             len,
             path: path.to_path_buf(),
             gathered: Mutex::new(Gathered::default()),
+            outbox: Mutex::new(Gathered::default()),
         })
     }
 
@@ -67,6 +71,7 @@ impl FileRegion {
             len,
             path: path.to_path_buf(),
             gathered: Mutex::new(Gathered::default()),
+            outbox: Mutex::new(Gathered::default()),
         })
     }
 
@@ -81,8 +86,31 @@ impl FileRegion {
         self.gathered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Issues every gathered write: one `pwritev` per contiguous run, in file order.
-    fn issue(&self, g: &mut Gathered) -> Result<(), RegionError> {
+    /// Issues every gathered write (taken out of `gathered`, which stays open to writers
+    /// meanwhile), then runs `then` before any later issue can start.
+    fn issue_then<T>(
+        &self,
+        then: impl FnOnce() -> Result<T, RegionError>,
+    ) -> Result<T, RegionError> {
+        let mut out = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut g = self.lock_gathered();
+            std::mem::swap(&mut g.bytes, &mut out.bytes);
+            std::mem::swap(&mut g.segments, &mut out.segments);
+        }
+        let res = self.write_out(&mut out);
+        out.bytes.clear();
+        out.segments.clear();
+        res?;
+        then()
+    }
+
+    fn issue(&self) -> Result<(), RegionError> {
+        self.issue_then(|| Ok(()))
+    }
+
+    /// Writes `g` to the file: one `pwritev` per contiguous run, in file order.
+    fn write_out(&self, g: &mut Gathered) -> Result<(), RegionError> {
         if g.segments.is_empty() {
             return Ok(());
         }
@@ -279,7 +307,7 @@ impl Region for FileRegion {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), RegionError> {
         check_bounds(offset, buf.len() as u64, self.len)?;
         // Issue gathered writes first so the file has them (a write, not a sync).
-        self.issue(&mut self.lock_gathered())?;
+        self.issue()?;
         self.file
             .read_exact_at(buf, offset)
             .map_err(|source| RegionError::Read {
@@ -295,6 +323,15 @@ impl Region for FileRegion {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         check_bounds(offset, total as u64, self.len)?;
         let end = offset + total as u64;
+        if total >= DIRECT_MIN {
+            return self.issue_then(|| {
+                write_parts_at(&self.file, offset, parts).map_err(|source| RegionError::Write {
+                    offset,
+                    len: total as u64,
+                    source,
+                })
+            });
+        }
         let mut g = self.lock_gathered();
         // A write over gathered bytes: issue those first, so the file sees writes in order.
         if g.segments
@@ -302,17 +339,9 @@ impl Region for FileRegion {
             .any(|&(o, _, l)| o < end && offset < o + l as u64)
             || g.bytes.len() + total > GATHER_MAX
         {
-            self.issue(&mut g)?;
-        }
-        if total >= DIRECT_MIN {
-            self.issue(&mut g)?;
-            return write_parts_at(&self.file, offset, parts).map_err(|source| {
-                RegionError::Write {
-                    offset,
-                    len: total as u64,
-                    source,
-                }
-            });
+            drop(g);
+            self.issue()?;
+            g = self.lock_gathered();
         }
         let at = g.bytes.len();
         for p in parts {
@@ -330,9 +359,9 @@ impl Region for FileRegion {
         check_bounds(offset, len, self.len)
     }
     fn fence(&self) -> Result<(), RegionError> {
-        // Writes gathered after `issue` returns are not covered: the caller fences what it
-        // wrote before calling.
-        self.issue(&mut self.lock_gathered())?;
+        // Writes gathered after `issue` took them out are not covered: the caller fences
+        // what it wrote before calling.
+        self.issue()?;
         self.file
             .sync_data()
             .map_err(|source| RegionError::Sync { source })
@@ -353,9 +382,7 @@ impl Drop for FileRegion {
     fn drop(&mut self) {
         // Unfenced writes promise nothing, but issuing them keeps a dropped region's file
         // equal to what `read` showed. An error here has no one to report to.
-        let g = self.gathered.get_mut().unwrap_or_else(|e| e.into_inner());
-        let mut taken = std::mem::take(g);
-        let _ = self.issue(&mut taken);
+        let _ = self.issue();
     }
 }
 

@@ -48,7 +48,7 @@
 //! Waiters sleep on a futex, so a commit wakes them with one system call and those it made
 //! durable return without taking any lock; `head`, `tail` and `free_bytes` read atomics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,9 @@ pub struct Log<R: Region> {
     /// Waiters sleep on it with a futex (not on the main mutex), so a finished commit wakes
     /// them all at once and those it made durable leave without taking any lock.
     commit_epoch: AtomicU32,
+    /// Mirrors `Inner::committing` (set and cleared under the main mutex, before the epoch
+    /// changes), for waiters that check it without the mutex.
+    busy: AtomicBool,
     /// Waiters about to sleep on `commit_epoch`; a commit makes the wake syscall only when
     /// some are.
     sleepers: AtomicU32,
@@ -352,6 +355,7 @@ impl<R: Region> Log<R> {
             free: AtomicU64::new((rmeta.capacity - (tail - lmeta.head)).saturating_sub(MARK_SIZE)),
             commit_epoch: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
+            busy: AtomicBool::new(false),
             gathered: Condvar::new(),
         }
     }
@@ -651,11 +655,35 @@ impl<R: Region> Log<R> {
         // Announce the sleep before checking the epoch, and the commit bumps the epoch before
         // checking for sleepers (both SeqCst): either the commit sees this sleeper and wakes
         // it, or this waiter sees the new epoch and does not sleep.
+        self.sleep_past(epoch);
+    }
+
+    /// Sleeps until the commit epoch is no longer `epoch`.
+    fn sleep_past(&self, epoch: u32) {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         while self.commit_epoch.load(Ordering::SeqCst) == epoch {
             atomic_wait::wait(&self.commit_epoch, epoch);
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// After a wake-up: waits without the main mutex while commits run that have not yet
+    /// made `end` durable (a waiter whose records were staged during a commit sleeps through
+    /// it without touching the mutex). Returns whether `end` is durable; `false` means no
+    /// commit is in flight and the caller must take the mutex (to commit, or see a failure).
+    fn wait_durable(&self, end: u64) -> bool {
+        loop {
+            if self.durable.load(Ordering::Acquire) >= end {
+                return true;
+            }
+            // The epoch before the flag: a commit that ends in between changes the epoch, so
+            // the sleep returns at once.
+            let epoch = self.commit_epoch.load(Ordering::SeqCst);
+            if !self.busy.load(Ordering::SeqCst) {
+                return false;
+            }
+            self.sleep_past(epoch);
+        }
     }
 
     /// Returns once the durable tail reaches `end`, running commits as needed.
@@ -678,7 +706,7 @@ impl<R: Region> Log<R> {
             if g.committing {
                 self.wait_commit(g, std::mem::take(&mut wake_gatherer));
                 // Most waiters find their records durable and leave without the main mutex.
-                if self.durable.load(Ordering::Acquire) >= end {
+                if self.wait_durable(end) {
                     return Ok(());
                 }
                 g = self.lock();
@@ -703,6 +731,7 @@ impl<R: Region> Log<R> {
         let limit = g.commit_ewma.min(MAX_GATHER);
         // Others wait as for a commit in flight (and count themselves) meanwhile.
         g.committing = true;
+        self.busy.store(true, Ordering::SeqCst);
         g.gatherer_asleep = true;
         let (mut g, _) = self
             .gathered
@@ -710,6 +739,7 @@ impl<R: Region> Log<R> {
             .unwrap_or_else(|e| e.into_inner());
         g.gatherer_asleep = false;
         g.committing = false;
+        self.busy.store(false, Ordering::SeqCst);
         g.stats.gathers += 1;
         g
     }
@@ -783,6 +813,7 @@ impl<R: Region> Log<R> {
             "commit moves backwards"
         );
         g.committing = true;
+        self.busy.store(true, Ordering::SeqCst);
         g.planned_tail = g.planned_tail.max(plan.new_tail);
         drop(g);
         let started = Instant::now();
@@ -790,6 +821,7 @@ impl<R: Region> Log<R> {
         let took = started.elapsed();
         let mut g = self.lock();
         g.committing = false;
+        self.busy.store(false, Ordering::SeqCst);
         g.commit_ewma = (g.commit_ewma * 7 + took) / 8;
         if g.batch_waiters > 0 {
             g.last_served = g.batch_waiters;
@@ -815,7 +847,10 @@ impl<R: Region> Log<R> {
         self.durable.store(g.tail, Ordering::Release);
         self.commit_epoch.fetch_add(1, Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
+            // Wake outside the main mutex: the woken appenders come back for it at once.
+            drop(g);
             atomic_wait::wake_all(&self.commit_epoch);
+            g = self.lock();
         }
         res.map(|()| g)
     }
