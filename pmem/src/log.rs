@@ -142,6 +142,8 @@ struct Inner {
     committing: bool,
     /// A gathering committer sleeps on `Log::gathered`.
     gatherer_asleep: bool,
+    /// How many waiters it waits for.
+    gather_target: u64,
     /// End of what the commit in flight makes durable (`tail` when none is in flight).
     planned_tail: u64,
     /// Callers waiting for records that no commit covers yet.
@@ -341,6 +343,7 @@ impl<R: Region> Log<R> {
                 prepared_from: tail,
                 committing: false,
                 gatherer_asleep: false,
+                gather_target: 0,
                 planned_tail: tail,
                 open_waiters: 0,
                 batch_waiters: 0,
@@ -701,7 +704,7 @@ impl<R: Region> Log<R> {
                 // This caller waits for the next commit: count it for a gathering committer.
                 counted = true;
                 g.open_waiters += 1;
-                wake_gatherer = g.gatherer_asleep && g.open_waiters >= g.last_served;
+                wake_gatherer = g.gatherer_asleep && g.open_waiters >= g.gather_target;
             }
             if g.committing {
                 self.wait_commit(g, std::mem::take(&mut wake_gatherer));
@@ -733,6 +736,7 @@ impl<R: Region> Log<R> {
         g.committing = true;
         self.busy.store(true, Ordering::SeqCst);
         g.gatherer_asleep = true;
+        g.gather_target = target;
         let (mut g, _) = self
             .gathered
             .wait_timeout_while(g, limit, |g| g.open_waiters < target && !g.failed)
