@@ -3,7 +3,10 @@
 //! Writes are gathered in memory and issued at the next `fence` (or `read`) as one `pwritev`
 //! per contiguous run, so a log commit of several records and their commit mark costs one
 //! write system call and one `fdatasync`, and an append under the log's mutex costs a copy,
-//! not a system call.
+//! not a system call. The fence takes the gathered bytes out under a short lock and writes
+//! them without it, so appenders keep gathering during the write and the sync. Writes of 32
+//! KiB or more skip the copy: they go out at once with `pwritev` from the caller's buffers,
+//! after what was gathered before them.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

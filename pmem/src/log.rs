@@ -45,8 +45,10 @@
 //! *gathers*: it waits until as many callers wait as the last commit served, or for at most
 //! one commit's duration (smoothed, capped at 1 ms), then commits them all. A lone appender
 //! (the last commit served one caller) never waits; `LogStats::gathers` counts the waits.
-//! Waiters sleep on a futex, so a commit wakes them with one system call and those it made
-//! durable return without taking any lock; `head`, `tail` and `free_bytes` read atomics.
+//! Waiters sleep on a futex. A commit wakes them with one system call made after it released
+//! the main mutex (woken appenders come straight back for it); those it made durable return
+//! without taking any lock, and those whose records came during the commit sleep through the
+//! next one without it. `head`, `tail` and `free_bytes` read atomics.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
