@@ -115,9 +115,12 @@
 //!
 //! A durable append is one fence (one `fdatasync` on `file` and `uring`) within the window, two
 //! for the commit that crosses it (once per 1 MiB appended by default); group commit
-//! amortises the fence over every append staged meanwhile. `keel-bench log` measures it
-//! against a bare `pwrite` + `fdatasync` loop and, for group commit, against one `pwrite` of
-//! the whole group + `fdatasync` (the device's limit).
+//! amortises the fence over every append staged meanwhile (see "Group commit" in [`log`]).
+//! `keel-bench log` measures it against a bare `pwrite` + `fdatasync` loop of the payload,
+//! against the same loop writing exactly the bytes one commit writes (record header, payload,
+//! padding, commit mark; with `pwrite` and with an io_uring write linked to an fsync), and,
+//! for group commit, against one `pwrite` of the whole group + `fdatasync` (the device's
+//! limit). `docs/PERFORMANCE.md` has the figures.
 //!
 //! On `file` and `uring` the log keeps 1-4 MiB ahead of its tail allocated during its first
 //! lap through a sparse file ([`Region::preallocate`]: zeros written into holes only, then one
