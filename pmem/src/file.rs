@@ -4,8 +4,8 @@
 //! per contiguous run, so a log commit of several records and their commit mark costs one
 //! write system call and one `fdatasync`, and an append under the log's mutex costs a copy,
 //! not a system call. The fence takes the gathered bytes out under a short lock and writes
-//! them without it, so appenders keep gathering during the write and the sync. Writes of 32
-//! KiB or more skip the copy: they go out at once with `pwritev` from the caller's buffers,
+//! them without it, so appenders keep gathering during the write and the sync. Writes larger
+//! than 4 MiB skip the copy: they go out at once with `pwritev` from the caller's buffers,
 //! after what was gathered before them.
 
 use std::fs::{File, OpenOptions};
@@ -16,12 +16,11 @@ use std::sync::{Mutex, MutexGuard};
 use crate::error::RegionError;
 use crate::region::{Region, check_bounds};
 
-/// Writes larger than this go to the file at once rather than through the gather buffer.
+/// Writes larger than this go to the file at once with `pwritev` from the caller's buffers
+/// (after what was gathered before them) rather than through the gather buffer. (Measured:
+/// sending 64 KiB records out at once, then their commit mark with the fence, made a 64 KiB
+/// append 5-10% slower than one `pwritev` of record and mark at the fence.)
 const GATHER_MAX: usize = 4 << 20;
-/// Writes of at least this many bytes go to the file at once with `pwritev` from the
-/// caller's buffers (after what was gathered before them): copying them would cost more than
-/// the system call saved.
-const DIRECT_MIN: usize = 32 << 10;
 
 /// A region backed by a regular file: `write` gathers the bytes in memory, `flush` does
 /// nothing, `fence` writes what was gathered (`pwritev`) and then runs `fdatasync`.
@@ -326,7 +325,7 @@ impl Region for FileRegion {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         check_bounds(offset, total as u64, self.len)?;
         let end = offset + total as u64;
-        if total >= DIRECT_MIN {
+        if total > GATHER_MAX {
             return self.issue_then(|| {
                 write_parts_at(&self.file, offset, parts).map_err(|source| RegionError::Write {
                     offset,
@@ -481,10 +480,10 @@ mod tests {
     fn a_large_write_goes_out_directly_after_the_gathered_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r");
-        let r = FileRegion::open(&path, 1 << 20).unwrap();
+        let r = FileRegion::open(&path, 8 << 20).unwrap();
         r.write(0, &[1; 100]).unwrap();
         // Overlaps the gathered write and is large: it must land after it.
-        let big = vec![7u8; DIRECT_MIN + 5];
+        let big = vec![7u8; GATHER_MAX + 5];
         r.write_parts(50, &[&[6; 10], &big]).unwrap();
         assert_eq!(on_file(&path, 0, 50), vec![1; 50]);
         assert_eq!(on_file(&path, 50, 10), vec![6; 10]);
