@@ -21,7 +21,7 @@ use keel_transport::{HandshakeConfig, Role as HandshakeRole, handshake};
 use super::Net;
 use crate::config::Config;
 use crate::runtime::{Health, Signal};
-use keel_core::codec::{decode_message, encode_message};
+use keel_core::codec::{DecodeSpares, decode_message_reusing, encode_message};
 
 /// Largest frame accepted from a peer (a checkpoint travels in one frame).
 pub const FRAME_MAX_BYTES: usize = 256 << 20;
@@ -343,6 +343,9 @@ fn read_loop(
     let mut buf = vec![0u8; 256 * 1024];
     let mut filled = 0usize;
     let mut batch = Vec::new();
+    // Lists, batches and byte copies of earlier messages, refilled once the replica let go of
+    // them: a connection decodes without allocating in steady state.
+    let mut spares = DecodeSpares::default();
     while !health.stopping() {
         if filled == buf.len() {
             buf.resize(buf.len() * 2, 0);
@@ -378,9 +381,10 @@ fn read_loop(
                 }
                 break;
             }
-            let msg = decode_message(&buf[at + 4..at + 4 + len]).map_err(|e| {
-                std::io::Error::other(format!("bad frame from replica {}: {e}", from.0))
-            })?;
+            let msg =
+                decode_message_reusing(&buf[at + 4..at + 4 + len], &mut spares).map_err(|e| {
+                    std::io::Error::other(format!("bad frame from replica {}: {e}", from.0))
+                })?;
             batch.push((from, msg));
             at += 4 + len;
         }
