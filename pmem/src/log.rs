@@ -152,8 +152,8 @@ struct Inner {
     open_waiters: u64,
     /// Callers the commit in flight serves.
     batch_waiters: u64,
-    /// Callers the last commit that served any served; a committer waits (up to
-    /// `gather_limit`) until as many are waiting before it starts.
+    /// Callers the last commit that served any served; a committer waits (for at most one
+    /// commit's duration, [`Log::gather`]) until as many are waiting before it starts.
     last_served: u64,
     /// Smoothed duration of a commit's I/O.
     commit_ewma: Duration,
