@@ -88,10 +88,23 @@ struct Staging {
     writes: Vec<Pending>,
 }
 
+/// The ring and the lists one submission works in (kept, so a fence allocates nothing).
+struct Ring {
+    uring: IoUring,
+    /// The staged writes taken for this submission (swapped with `Staging::writes`).
+    writes: Vec<Pending>,
+    /// Those writes coalesced.
+    merged: Vec<Pending>,
+    /// The result each operation of a chain must return.
+    expected: Vec<i32>,
+    /// Completions read back.
+    cqes: Vec<(u64, i32)>,
+}
+
 /// The io_uring region.
 pub struct UringRegion {
     // Field order matters: the ring (which has the buffers registered) drops before `bufs`.
-    ring: Mutex<IoUring>,
+    ring: Mutex<Ring>,
     staging: Mutex<Staging>,
     bufs: [RawBuf; 2],
     file: File,
@@ -150,7 +163,13 @@ impl UringRegion {
         unsafe { ring.submitter().register_buffers(&iovecs) }
             .map_err(|e| unsupported("registering buffers refused", e))?;
         let region = UringRegion {
-            ring: Mutex::new(ring),
+            ring: Mutex::new(Ring {
+                uring: ring,
+                writes: Vec::new(),
+                merged: Vec::new(),
+                expected: Vec::new(),
+                cqes: Vec::new(),
+            }),
             staging: Mutex::new(Staging {
                 index: 0,
                 used: 0,
@@ -172,7 +191,7 @@ impl UringRegion {
         Ok(region)
     }
 
-    fn lock_ring(&self) -> MutexGuard<'_, IoUring> {
+    fn lock_ring(&self) -> MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -182,16 +201,25 @@ impl UringRegion {
 
     /// Submits every staged write, then (with `sync`) an fdatasync linked after them.
     fn submit(&self, sync: bool) -> Result<(), RegionError> {
-        let mut ring = self.lock_ring();
-        let (index, mut writes) = {
+        let mut guard = self.lock_ring();
+        let Ring {
+            uring: ring,
+            writes,
+            merged,
+            expected,
+            cqes,
+        } = &mut *guard;
+        let index = {
             let mut st = self.lock_staging();
             let index = st.index;
             st.index ^= 1;
             st.used = 0;
-            (index, std::mem::take(&mut st.writes))
+            // Swap lists (both keep their capacity): `writes` was left empty last time.
+            std::mem::swap(&mut st.writes, writes);
+            index
         };
         // Coalesce writes adjacent both in the file and in the buffer.
-        let mut merged: Vec<Pending> = Vec::with_capacity(writes.len());
+        merged.clear();
         for w in writes.drain(..) {
             match merged.last_mut() {
                 Some(m)
@@ -213,15 +241,13 @@ impl UringRegion {
         let fd = types::Fd(self.file.as_raw_fd());
         let buf = &self.bufs[index];
         let per_chain = self.entries - 1;
-        let chunks: Vec<&[Pending]> = if merged.is_empty() {
-            vec![&[]]
-        } else {
-            merged.chunks(per_chain).collect()
-        };
-        let last = chunks.len() - 1;
-        for (ci, chunk) in chunks.into_iter().enumerate() {
-            let with_sync = sync && ci == last && !dsync;
-            let mut expected = Vec::with_capacity(chunk.len() + 1);
+        // One chain per `per_chain` writes; a bare fsync is one empty chain.
+        let chains = merged.len().div_ceil(per_chain).max(1);
+        for ci in 0..chains {
+            let chunk = &merged
+                [(ci * per_chain).min(merged.len())..((ci + 1) * per_chain).min(merged.len())];
+            let with_sync = sync && ci + 1 == chains && !dsync;
+            expected.clear();
             {
                 let mut sq = ring.submission();
                 for (i, w) in chunk.iter().enumerate() {
@@ -270,16 +296,14 @@ impl UringRegion {
             let mut seen = 0;
             let mut first_err: Option<RegionError> = None;
             while seen < expected.len() {
-                let cqes: Vec<(u64, i32)> = ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result()))
-                    .collect();
+                cqes.clear();
+                cqes.extend(ring.completion().map(|c| (c.user_data(), c.result())));
                 if cqes.is_empty() {
                     ring.submit_and_wait(expected.len() - seen)
                         .map_err(|source| RegionError::Sync { source })?;
                     continue;
                 }
-                for (ud, res) in cqes {
+                for &(ud, res) in cqes.iter() {
                     seen += 1;
                     let i = ud as usize;
                     if first_err.is_none() && res != expected[i] {
