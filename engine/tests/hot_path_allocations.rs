@@ -142,9 +142,17 @@ fn measure(label: &str, backend: &str, transport: keel_engine::TransportKind) ->
                 checkpoint_every: CHECKPOINT_EVERY,
                 ..Default::default()
             };
+            // Long election timeouts: this test counts allocations, and a leader change that
+            // machine load provokes (a loop starved for 60 ms) would abort its proposals.
+            let timing = keel_engine::config::Timing {
+                election_timeout_min_ms: 1000,
+                election_timeout_max_ms: 2000,
+                ..Default::default()
+            };
             let config = Builder::new(i, dir.path().join(format!("r{i}")))
                 .members(members.clone())
                 .transport(transport)
+                .timing(timing)
                 .durability(durability)
                 .build()
                 .unwrap();
