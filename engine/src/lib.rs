@@ -107,17 +107,20 @@
 //! leader's heartbeat and lease upkeep reuse their buffers (an idle cluster allocates
 //! nothing). A decree's request list is recycled: the leader keeps the [`keel_core::Batch`]es a
 //! checkpoint releases from its decided log and refills one once nothing else holds it (the
-//! followers over `local` share it until they checkpoint too), and an `shm` receiver does the
-//! same with the batches it decodes (bounded: 262,144 request places each), and with the
+//! followers over `local` share it until they checkpoint too), and an `shm`, `tcp` or `rdma`
+//! receiver does the same with the batches it decodes (bounded: 262,144 request places each;
+//! one `DecodeSpares` per inbound connection), and with the
 //! buffer each follower copies a message's bytes into (the requests' payloads share it):
 //! refilled in place once the log let go of those requests (bounded: 32 MiB of buffers). What
 //! remains per decree is a checkpoint's own work (about 27 allocations per checkpoint). With
 //! one request per decree (a single closed-loop client) and a checkpoint every 256 decrees,
-//! steady state costs 0.10 to 0.15 (`local`, most of it checkpoints) and 0.13 to 0.33 (`shm`)
-//! allocations per decree, up to about 1 while other work loads the machine (followers lag
-//! behind the leader's checkpoints, so what it released is still held); it was 2.2 to 3.0
-//! over `shm` before the message buffers were recycled, 1.05 and 5.1 before the batches were,
-//! 9 to 10 and 16 to 17 before that. With full decrees a committed entry costs 0.01 to 0.05.
+//! steady state costs 0.10 to 0.15 (`local`, most of it checkpoints), 0.23 to 0.35 (`shm`) and
+//! 0.19 to 0.29 (`tcp`) allocations per decree, up to about 0.85 while other work loads the
+//! machine (a follower the machine does not schedule lags behind the leader's checkpoints, so
+//! what it released is still held); it was 10.1 to 11.1 over `tcp` before its receivers
+//! decoded into spares, 2.2 to 3.0 over `shm` before the message buffers were recycled, 1.05
+//! and 5.1 before the batches were, 9 to 10 and 16 to 17 before that. With full decrees a
+//! committed entry costs 0.01 to 0.08.
 //! Recycling needs the released batches and buffers to fit the bounds: one default
 //! `checkpoint_every` (100,000) of one-request decrees of small requests does; a checkpoint
 //! interval of large batches or large requests recycles only part of them (each of those
