@@ -114,8 +114,8 @@
 //! refilled in place once the log let go of those requests (bounded: 32 MiB of buffers). What
 //! remains per decree is a checkpoint's own work (about 27 allocations per checkpoint). With
 //! one request per decree (a single closed-loop client) and a checkpoint every 256 decrees,
-//! steady state costs 0.10 to 0.15 (`local`, most of it checkpoints), 0.23 to 0.35 (`shm`) and
-//! 0.19 to 0.29 (`tcp`) allocations per decree, up to about 0.85 while other work loads the
+//! steady state costs 0.10 to 0.15 (`local`, most of it checkpoints), 0.17 to 0.36 (`shm`) and
+//! 0.14 to 0.31 (`tcp`) allocations per decree, up to about 1 while other work loads the
 //! machine (a follower the machine does not schedule lags behind the leader's checkpoints, so
 //! what it released is still held); it was 10.1 to 11.1 over `tcp` before its receivers
 //! decoded into spares, 2.2 to 3.0 over `shm` before the message buffers were recycled, 1.05

@@ -291,16 +291,16 @@ const PER_ENTRY_BOUND: u64 = MEASURED as u64 / 4;
 /// which the decided log keeps (the followers share it). Before the inline lists, the reused
 /// phase 2a lists, the dense logs and the race-free completion pool it was 9 to 10.
 const SINGLE_MAX_LOCAL: u64 = 2;
-/// The same over shm and tcp. Measured: 1.0 to 1.1 over shm, 1.1 to 1.3 over tcp (the
-/// followers' message buffers are new until the first checkpoints release some; up to 2.7
-/// while a build loads the machine). Over shm before the recycled message buffers: 2.1 to 2.5;
+/// The same over shm and tcp. Measured: 1.0 to 2.4 over shm, 1.1 to 1.8 over tcp (the
+/// followers' message buffers are new until the first checkpoints release some: more of them
+/// when the windowed phase took fewer, larger decrees). Over shm before the recycled message buffers: 2.1 to 2.5;
 /// before the recycled batches: 5.1; before that 16 to 17. Over tcp before its receivers
 /// decoded into `DecodeSpares`: 10.3 (a new entry list, batch and message copy per accept).
 const SINGLE_MAX_SHM: u64 = 7;
 /// Steady state (the second `SINGLES` one at a time, after several checkpoints), local net:
 /// at most this many allocations for all `SINGLES` decrees, checkpoints included: half a
 /// decree's worth and `SLACK`. Measured: 0.10 to 0.15 per decree, most of it the 8
-/// checkpoints' own work (about 27 each), up to 0.85 while a build loads the machine: a
+/// checkpoints' own work (about 27 each), up to 0.9 while a build loads the machine: a
 /// follower (which shares the leader's batches over the local net) that the machine does not
 /// schedule lags behind the leader's checkpoints, so the batches it released are still held
 /// and it cuts new ones. The phase starts once the followers caught up (a backlog of the
@@ -308,8 +308,8 @@ const SINGLE_MAX_SHM: u64 = 7;
 /// most three windows, the best counts). Before the recycled batches: 1.1 per decree (2,200
 /// and more, which fails every window).
 const STEADY_MAX_LOCAL: u64 = SLACK + SINGLES as u64 / 2;
-/// The same over shm and tcp: at most one per decree and `SLACK`. Measured: 0.23 to 0.35 per
-/// decree over shm and 0.19 to 0.29 over tcp, up to 0.8 while a build loads the machine; the
+/// The same over shm and tcp: at most one per decree and `SLACK`. Measured: 0.17 to 0.36 per
+/// decree over shm and 0.14 to 0.31 over tcp, up to 1.1 while other work loads the machine; the
 /// batches and the followers' copies of the message bytes are recycled. Over shm before the
 /// message buffers were recycled: 2.1 to 2.2 per decree (each follower's copy of the message
 /// bytes); over tcp before its receivers decoded into `DecodeSpares`: 10.1 to 11.1. Both fail

@@ -190,7 +190,7 @@ mod tests {
         let health = Health::default();
         let signal = Signal::new();
         let mut calls = 0;
-        // One successful dial, then the dialer idles; stop it from inside the second call.
+        // A dial, then the dialer idles until the loop drops the connection, then dials again.
         std::thread::scope(|s| {
             s.spawn(|| {
                 redial(&h, &signal, &health, || {
@@ -198,25 +198,22 @@ mod tests {
                     Ok::<u32, ()>(calls)
                 })
             });
-            let start = std::time::Instant::now();
-            let got = loop {
-                if let Some(c) = h.take() {
-                    break c;
+            let taken = || {
+                let start = std::time::Instant::now();
+                loop {
+                    if let Some(c) = h.take() {
+                        break c;
+                    }
+                    assert!(start.elapsed() < Duration::from_secs(10), "no dial");
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                assert!(start.elapsed() < Duration::from_secs(10), "no dial");
-                std::thread::sleep(Duration::from_millis(1));
             };
-            assert_eq!(got, 1);
+            assert_eq!(taken(), 1);
             assert!(h.idle(), "connected: the dialer waits");
+            std::thread::sleep(Duration::from_millis(30));
+            assert!(h.take().is_none(), "no second dial while connected");
             h.disconnected();
-            let again = loop {
-                if let Some(c) = h.take() {
-                    break c;
-                }
-                assert!(start.elapsed() < Duration::from_secs(10), "no redial");
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            assert_eq!(again, 2);
+            assert_eq!(taken(), 2);
             health.stop();
         });
     }

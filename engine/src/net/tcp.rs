@@ -4,9 +4,10 @@
 //! The loop never blocks on the network: it writes non-blocking from a per-peer buffer at the
 //! end of each pass (everything queued for a peer in one pass leaves in one `write`). A
 //! connector thread per peer (re)dials and hands the connected stream to the loop; a reader
-//! thread per inbound connection decodes frames and wakes the loop. A peer that is down or
-//! unreachable loses its messages, which the protocol tolerates; a peer whose unsent backlog
-//! exceeds [`BACKLOG_MAX_BYTES`] is disconnected and redialed.
+//! thread per inbound connection reads into one buffer it keeps, decodes the frames into spares
+//! it reuses (`net::link`, shared with the RDMA transport) and wakes the loop. A peer that is
+//! down or unreachable loses its messages, which the protocol tolerates; a peer whose unsent
+//! backlog exceeds [`BACKLOG_MAX_BYTES`] is disconnected and redialed.
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
