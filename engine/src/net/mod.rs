@@ -11,6 +11,7 @@
 //! configuration names a fault file.
 
 pub mod fault;
+mod link;
 pub mod local;
 #[cfg(feature = "rdma")]
 pub mod rdma;

@@ -30,8 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
@@ -44,9 +43,10 @@ use keel_transport::rdma::{
 use keel_transport::ring::{AppendError, RingConfig, RingReader, RingWriter};
 
 use super::Net;
+use super::link::{Handoff, Inbox, Receiver, drain, redial};
 use crate::config::Config;
 use crate::runtime::{Health, Signal};
-use keel_core::codec::{DecodeSpares, decode_message_reusing, encode_message};
+use keel_core::codec::encode_message;
 
 /// Data bytes of each ring (a power of two); the largest message is half of it.
 pub const RING_BYTES: usize = 1 << 20;
@@ -109,15 +109,13 @@ pub enum RdmaNetError {
     Spawn(#[source] std::io::Error),
 }
 
-type Inbox = Arc<Mutex<Vec<(ReplicaId, Message)>>>;
-type Ready = Arc<Mutex<Option<(RdmaRingSink, u64, u64)>>>;
+/// A freshly dialed ring `(sink, resume position, epoch)` on its way to the loop.
+type Ready = Arc<Handoff<(RdmaRingSink, u64, u64)>>;
 
 struct OutPeer {
     id: u64,
-    /// A freshly dialed ring `(sink, resume position, epoch)` waiting for the loop.
+    /// Freshly dialed rings on their way from the dialer.
     ready: Ready,
-    /// The loop holds a live ring (the dialer idles).
-    connected: Arc<AtomicBool>,
     writer: Option<RingWriter<RdmaRingSink>>,
     /// Since when the send queue has had no room (no completions came back).
     saturated_since: Option<Instant>,
@@ -216,7 +214,7 @@ impl RdmaNet {
             .collect();
         let acks = AckArray::new(&device, others.len().max(1)).map_err(RdmaNetError::AckArray)?;
         let rc = rdma_config(config);
-        let inbox: Inbox = Arc::new(Mutex::new(Vec::new()));
+        let inbox = Inbox::default();
         let mut peers = BTreeMap::new();
         for (ack_index, &peer) in others.iter().enumerate() {
             // Inbound ring of `peer`.
@@ -243,10 +241,9 @@ impl RdmaNet {
             }
             // Outbound ring to `peer`.
             let target = oob_addr(config, peer, config.id)?;
-            let ready: Ready = Arc::new(Mutex::new(None));
-            let connected = Arc::new(AtomicBool::new(false));
+            let ready: Ready = Arc::default();
             {
-                let (ready, connected) = (Arc::clone(&ready), Arc::clone(&connected));
+                let ready = Arc::clone(&ready);
                 let (device, acks, rc) = (device.clone(), Arc::clone(&acks), rc.clone());
                 let (signal, health) = (Arc::clone(&signal), Arc::clone(&health));
                 std::thread::Builder::new()
@@ -260,7 +257,7 @@ impl RdmaNet {
                             ack_index,
                             config: rc,
                         };
-                        dial_loop(&dialer, &ready, &connected, &signal, &health);
+                        redial(&ready, &signal, &health, || dialer.dial());
                     })
                     .map_err(RdmaNetError::Spawn)?;
             }
@@ -269,7 +266,6 @@ impl RdmaNet {
                 OutPeer {
                     id: peer,
                     ready,
-                    connected,
                     writer: None,
                     saturated_since: None,
                     dropped: 0,
@@ -294,7 +290,7 @@ impl OutPeer {
         }
         self.writer = None;
         self.saturated_since = None;
-        self.connected.store(false, Ordering::Release);
+        self.ready.disconnected();
     }
 
     /// Counts a dropped message; reports the first and every 1024th.
@@ -312,11 +308,7 @@ impl OutPeer {
     /// The live writer, taking a freshly dialed ring if the loop holds none.
     fn writer(&mut self) -> Option<&mut RingWriter<RdmaRingSink>> {
         if self.writer.is_none() {
-            let (sink, at, epoch) = self
-                .ready
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()?;
+            let (sink, at, epoch) = self.ready.take()?;
             self.writer = Some(RingWriter::resume(sink, ring_config(epoch), at));
         }
         self.writer.as_mut()
@@ -384,7 +376,7 @@ impl Net for RdmaNet {
     }
 
     fn drain(&mut self, out: &mut Vec<(ReplicaId, Message)>) {
-        out.append(&mut self.inbox.lock().unwrap_or_else(PoisonError::into_inner));
+        drain(&self.inbox, out);
     }
 
     fn close(&mut self) {
@@ -403,38 +395,20 @@ struct Dialer {
     config: RdmaConfig,
 }
 
-fn dial_loop(d: &Dialer, ready: &Ready, connected: &AtomicBool, signal: &Signal, health: &Health) {
-    let mut backoff = Duration::from_millis(10);
-    while !health.stopping() {
-        let waiting = ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some();
-        if waiting || connected.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
+impl Dialer {
+    /// Dials the peer's ring once, with a fresh epoch.
+    fn dial(&self) -> Result<(RdmaRingSink, u64, u64), RdmaError> {
         let epoch = fresh_epoch();
-        match RdmaRingSink::dial(
-            &d.device,
-            d.target,
-            d.peer,
+        let (sink, at) = RdmaRingSink::dial(
+            &self.device,
+            self.target,
+            self.peer,
             epoch,
-            Arc::clone(&d.acks),
-            d.ack_index,
-            d.config.clone(),
-        ) {
-            Ok((sink, at)) => {
-                backoff = Duration::from_millis(10);
-                connected.store(true, Ordering::Release);
-                *ready.lock().unwrap_or_else(PoisonError::into_inner) = Some((sink, at, epoch));
-                signal.notify();
-            }
-            Err(_) => {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(200));
-            }
-        }
+            Arc::clone(&self.acks),
+            self.ack_index,
+            self.config.clone(),
+        )?;
+        Ok((sink, at, epoch))
     }
 }
 
@@ -453,31 +427,21 @@ fn receive_loop(listener: RingListener, inbox: &Inbox, signal: &Signal, health: 
     let mut from = ReplicaId(source.peer().member_id);
     let epoch = source.peer().epoch;
     let mut reader = RingReader::new(source, ring_config(epoch));
-    let mut batch = Vec::new();
-    // Lists, batches and byte copies of earlier messages, refilled once the replica let go of
-    // them: the receiver decodes without allocating in steady state.
-    let mut spares = DecodeSpares::default();
+    let mut receiver = Receiver::new(inbox, signal);
     let mut reported = false;
     let mut last_check = Instant::now();
     let backoff = Backoff::new();
     let mut nap = IDLE_NAP_MIN;
     while !health.stopping() {
         let polled = reader.poll(POLL_FRAMES, |frame| {
-            match decode_message_reusing(frame.payload, &mut spares) {
-                Ok(msg) => batch.push((from, msg)),
-                Err(e) => eprintln!(
+            if let Err(e) = receiver.decode(from, frame.payload) {
+                eprintln!(
                     "keel rdma: undecodable message from replica {}: {e}",
                     from.0
-                ),
+                );
             }
         });
-        if !batch.is_empty() {
-            inbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .append(&mut batch);
-            signal.notify();
-        }
+        receiver.deliver();
         match polled {
             Ok(n) if n > 0 => {
                 backoff.reset();

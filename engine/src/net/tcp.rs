@@ -4,24 +4,25 @@
 //! The loop never blocks on the network: it writes non-blocking from a per-peer buffer at the
 //! end of each pass (everything queued for a peer in one pass leaves in one `write`). A
 //! connector thread per peer (re)dials and hands the connected stream to the loop; a reader
-//! thread per inbound connection decodes frames and wakes the loop. A peer that is down or
-//! unreachable loses its messages, which the protocol tolerates; a peer whose unsent backlog
-//! exceeds [`BACKLOG_MAX_BYTES`] is disconnected and redialed.
+//! thread per inbound connection reads into one buffer it keeps, decodes the frames into spares
+//! it reuses (`net::link`, shared with the RDMA transport) and wakes the loop. A peer that is
+//! down or unreachable loses its messages, which the protocol tolerates; a peer whose unsent
+//! backlog exceeds [`BACKLOG_MAX_BYTES`] is disconnected and redialed.
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::{Message, ReplicaId};
 use keel_transport::{HandshakeConfig, Role as HandshakeRole, handshake};
 
 use super::Net;
+use super::link::{Handoff, Inbox, Receiver, drain, redial};
 use crate::config::Config;
 use crate::runtime::{Health, Signal};
-use keel_core::codec::{DecodeSpares, decode_message_reusing, encode_message};
+use keel_core::codec::encode_message;
 
 /// Largest frame accepted from a peer (a checkpoint travels in one frame).
 pub const FRAME_MAX_BYTES: usize = 256 << 20;
@@ -55,22 +56,13 @@ pub enum TcpError {
     Spawn(#[source] std::io::Error),
 }
 
-struct PeerSlot {
-    /// A freshly connected stream waiting for the loop to take it.
-    ready: Mutex<Option<TcpStream>>,
-    /// The loop holds a live stream (the connector idles).
-    connected: AtomicBool,
-}
-
 struct Peer {
-    slot: Arc<PeerSlot>,
+    slot: Arc<Handoff<TcpStream>>,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     /// Bytes of `buf` already written.
     written: usize,
 }
-
-type Inbox = Arc<Mutex<Vec<(ReplicaId, Message)>>>;
 
 /// The loop's end of the TCP transport.
 pub struct TcpNet {
@@ -113,7 +105,7 @@ impl TcpNet {
                 source,
             })?;
         let hs = handshake_config(config);
-        let inbox: Inbox = Arc::new(Mutex::new(Vec::new()));
+        let inbox = Inbox::default();
         {
             let hs = hs.clone();
             let inbox = Arc::clone(&inbox);
@@ -130,10 +122,7 @@ impl TcpNet {
                 id: m.id,
                 addr: m.addr.clone(),
             })?;
-            let slot = Arc::new(PeerSlot {
-                ready: Mutex::new(None),
-                connected: AtomicBool::new(false),
-            });
+            let slot = Arc::new(Handoff::default());
             let s = Arc::clone(&slot);
             let hs = hs.clone();
             let health = Arc::clone(&health);
@@ -141,7 +130,13 @@ impl TcpNet {
             let peer_id = m.id;
             std::thread::Builder::new()
                 .name(format!("keel-dial-{}-{}", config.id, m.id))
-                .spawn(move || dial_loop(peer_id, addr, s, hs, signal, health))
+                .spawn(move || {
+                    let mut epoch = 0u64;
+                    redial(&s, &signal, &health, || {
+                        epoch += 1;
+                        dial(addr, &hs, peer_id, epoch)
+                    });
+                })
                 .map_err(TcpError::Spawn)?;
             peers.insert(
                 m.id,
@@ -166,7 +161,7 @@ impl Peer {
         self.stream = None;
         self.buf.clear();
         self.written = 0;
-        self.slot.connected.store(false, Ordering::Release);
+        self.slot.disconnected();
     }
 }
 
@@ -176,12 +171,7 @@ impl Net for TcpNet {
             return;
         };
         if peer.stream.is_none() {
-            peer.stream = peer
-                .slot
-                .ready
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            peer.stream = peer.slot.take();
             if peer.stream.is_none() {
                 return;
             }
@@ -225,48 +215,12 @@ impl Net for TcpNet {
     }
 
     fn drain(&mut self, out: &mut Vec<(ReplicaId, Message)>) {
-        out.append(&mut self.inbox.lock().unwrap_or_else(PoisonError::into_inner));
+        drain(&self.inbox, out);
     }
 
     fn close(&mut self) {
         for peer in self.peers.values_mut() {
             peer.disconnect();
-        }
-    }
-}
-
-fn dial_loop(
-    peer: u64,
-    addr: SocketAddr,
-    slot: Arc<PeerSlot>,
-    hs: HandshakeConfig,
-    signal: Arc<Signal>,
-    health: Arc<Health>,
-) {
-    let mut epoch = 0u64;
-    let mut backoff = Duration::from_millis(10);
-    while !health.stopping() {
-        let waiting = slot
-            .ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some();
-        if waiting || slot.connected.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        epoch += 1;
-        match dial(addr, &hs, peer, epoch) {
-            Ok(stream) => {
-                backoff = Duration::from_millis(10);
-                slot.connected.store(true, Ordering::Release);
-                *slot.ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream);
-                signal.notify();
-            }
-            Err(_) => {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(200));
-            }
         }
     }
 }
@@ -342,10 +296,7 @@ fn read_loop(
     stream.set_read_timeout(Some(POLL))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut filled = 0usize;
-    let mut batch = Vec::new();
-    // Lists, batches and byte copies of earlier messages, refilled once the replica let go of
-    // them: a connection decodes without allocating in steady state.
-    let mut spares = DecodeSpares::default();
+    let mut receiver = Receiver::new(inbox, signal);
     while !health.stopping() {
         if filled == buf.len() {
             buf.resize(buf.len() * 2, 0);
@@ -381,22 +332,16 @@ fn read_loop(
                 }
                 break;
             }
-            let msg =
-                decode_message_reusing(&buf[at + 4..at + 4 + len], &mut spares).map_err(|e| {
+            receiver
+                .decode(from, &buf[at + 4..at + 4 + len])
+                .map_err(|e| {
                     std::io::Error::other(format!("bad frame from replica {}: {e}", from.0))
                 })?;
-            batch.push((from, msg));
             at += 4 + len;
         }
         buf.copy_within(at..filled, 0);
         filled -= at;
-        if !batch.is_empty() {
-            inbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .append(&mut batch);
-            signal.notify();
-        }
+        receiver.deliver();
     }
     Ok(())
 }
