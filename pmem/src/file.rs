@@ -41,8 +41,6 @@ struct Gathered {
     bytes: Vec<u8>,
     /// `(file offset, offset in bytes, length)`, never overlapping in the file.
     segments: Vec<(u64, usize, usize)>,
-    /// Reused for sorting and for the iovecs of one `pwritev`.
-    order: Vec<(u64, usize, usize)>,
 }
 
 impl FileRegion {
@@ -116,14 +114,10 @@ impl FileRegion {
         if g.segments.is_empty() {
             return Ok(());
         }
-        let Gathered {
-            bytes,
-            segments,
-            order,
-        } = g;
-        order.clear();
-        order.extend_from_slice(segments);
-        order.sort_unstable_by_key(|s| s.0);
+        let Gathered { bytes, segments } = g;
+        // Only `write_out` reads the segments, and it clears them: sort them in place.
+        segments.sort_unstable_by_key(|s| s.0);
+        let order = &*segments;
         let mut i = 0;
         while i < order.len() {
             let start = order[i].0;

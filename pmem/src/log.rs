@@ -142,10 +142,9 @@ struct Inner {
     prepared_from: u64,
     /// A commit is running (outside the mutex), or a committer is gathering.
     committing: bool,
-    /// A gathering committer sleeps on `Log::gathered`.
+    /// A gathering committer sleeps on `Log::gathered` (until `last_served` callers wait: no
+    /// commit ends while it gathers, so that count stays put).
     gatherer_asleep: bool,
-    /// How many waiters it waits for.
-    gather_target: u64,
     /// End of what the commit in flight makes durable (`tail` when none is in flight).
     planned_tail: u64,
     /// Callers waiting for records that no commit covers yet.
@@ -345,7 +344,6 @@ impl<R: Region> Log<R> {
                 prepared_from: tail,
                 committing: false,
                 gatherer_asleep: false,
-                gather_target: 0,
                 planned_tail: tail,
                 open_waiters: 0,
                 batch_waiters: 0,
@@ -706,7 +704,7 @@ impl<R: Region> Log<R> {
                 // This caller waits for the next commit: count it for a gathering committer.
                 counted = true;
                 g.open_waiters += 1;
-                wake_gatherer = g.gatherer_asleep && g.open_waiters >= g.gather_target;
+                wake_gatherer = g.gatherer_asleep && g.open_waiters >= g.last_served;
             }
             if g.committing {
                 self.wait_commit(g, std::mem::take(&mut wake_gatherer));
@@ -738,7 +736,6 @@ impl<R: Region> Log<R> {
         g.committing = true;
         self.busy.store(true, Ordering::SeqCst);
         g.gatherer_asleep = true;
-        g.gather_target = target;
         let (mut g, _) = self
             .gathered
             .wait_timeout_while(g, limit, |g| g.open_waiters < target && !g.failed)
