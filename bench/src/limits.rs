@@ -450,7 +450,7 @@ impl Drop for ScratchFile {
 
 fn sync_loop(
     name: &str,
-    scratch: &ScratchFile,
+    scratch: ScratchFile,
     size: usize,
     region: u64,
     sequential: bool,
@@ -469,51 +469,88 @@ fn sync_loop(
 
 /// How one iteration of a sync loop writes and syncs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SyncKind {
+pub enum SyncKind {
     /// `pwrite` then `fdatasync`.
     Pwrite,
     /// One io_uring submission: `WRITE` linked to `FSYNC(DATASYNC)`, then wait for both.
     UringLinked,
 }
 
-fn sync_loop_with(
-    name: &str,
-    scratch: &ScratchFile,
-    size: usize,
-    region: u64,
+/// One bare write-then-sync operation at a time, on its own preallocated scratch file: the
+/// body of the `pwrite`+`fdatasync` limits, and a step of [`interleaved`] runs.
+pub struct SyncStep {
+    scratch: ScratchFile,
+    buf: Vec<u8>,
+    slots: u64,
     sequential: bool,
-    kind: SyncKind,
-    opts: &LimitOptions,
-) -> Result<(Summary, Vec<(f64, f64)>), LimitError> {
-    use std::os::fd::AsRawFd;
-    let err = |source| LimitError::File {
-        path: scratch.path().display().to_string(),
-        source,
-    };
-    let buf = vec![0x5Au8; size];
-    let slots = (region / size as u64).max(1);
-    let counter: Counter = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(name, Arc::clone(&counter), opts.quiet);
-    let mut lat = Latencies::new()?;
-    let mut i = 0u64;
-    let mut ring = match kind {
-        SyncKind::Pwrite => None,
-        SyncKind::UringLinked => Some(io_uring::IoUring::new(8).map_err(err)?),
-    };
-    let fd = io_uring::types::Fd(scratch.file().as_raw_fd());
-    let len = u32::try_from(size).map_err(|_| err(ErrorKind::InvalidInput.into()))?;
-    let mut one = |i: u64| -> std::io::Result<()> {
-        let off = if sequential {
-            (i % slots) * size as u64
+    ring: Option<io_uring::IoUring>,
+    i: u64,
+}
+
+impl SyncStep {
+    /// Writes of `size` bytes at consecutive offsets wrapping within `region` bytes of
+    /// `scratch` (`sequential`), or at offset 0, each made durable as `kind` says.
+    pub fn new(
+        scratch: ScratchFile,
+        size: usize,
+        region: u64,
+        sequential: bool,
+        kind: SyncKind,
+    ) -> Result<Self, LimitError> {
+        assert!(size > 0, "a write needs at least one byte");
+        if u32::try_from(size).is_err() {
+            return Err(LimitError::File {
+                path: scratch.path().display().to_string(),
+                source: ErrorKind::InvalidInput.into(),
+            });
+        }
+        let ring = match kind {
+            SyncKind::Pwrite => None,
+            SyncKind::UringLinked => {
+                Some(
+                    io_uring::IoUring::new(8).map_err(|source| LimitError::File {
+                        path: scratch.path().display().to_string(),
+                        source,
+                    })?,
+                )
+            }
+        };
+        Ok(Self {
+            scratch,
+            buf: vec![0x5Au8; size],
+            slots: (region / size as u64).max(1),
+            sequential,
+            ring,
+            i: 0,
+        })
+    }
+
+    /// The error of an operation on this step's file.
+    pub fn error(&self, source: std::io::Error) -> LimitError {
+        LimitError::File {
+            path: self.scratch.path().display().to_string(),
+            source,
+        }
+    }
+
+    /// One write and its sync.
+    pub fn once(&mut self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let size = self.buf.len();
+        let off = if self.sequential {
+            (self.i % self.slots) * size as u64
         } else {
             0
         };
-        let Some(ring) = ring.as_mut() else {
-            scratch.file().write_all_at(&buf, off)?;
-            return scratch.file().sync_data();
+        self.i += 1;
+        let Some(ring) = self.ring.as_mut() else {
+            self.scratch.file().write_all_at(&self.buf, off)?;
+            return self.scratch.file().sync_data();
         };
         use io_uring::{opcode, squeue, types};
-        let w = opcode::Write::new(fd, buf.as_ptr(), len)
+        let fd = types::Fd(self.scratch.file().as_raw_fd());
+        let len = size as u32;
+        let w = opcode::Write::new(fd, self.buf.as_ptr(), len)
             .offset(off)
             .build()
             .flags(squeue::Flags::IO_LINK)
@@ -550,20 +587,33 @@ fn sync_loop_with(
             }
         }
         Ok(())
-    };
+    }
+}
+
+fn sync_loop_with(
+    name: &str,
+    scratch: ScratchFile,
+    size: usize,
+    region: u64,
+    sequential: bool,
+    kind: SyncKind,
+    opts: &LimitOptions,
+) -> Result<(Summary, Vec<(f64, f64)>), LimitError> {
+    let mut step = SyncStep::new(scratch, size, region, sequential, kind)?;
+    let counter: Counter = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(name, Arc::clone(&counter), opts.quiet);
+    let mut lat = Latencies::new()?;
     let warm_end = Instant::now() + opts.duration / 5;
     while Instant::now() < warm_end {
-        one(i).map_err(err)?;
-        i += 1;
+        step.once().map_err(|e| step.error(e))?;
     }
     let start = Instant::now();
     let end = start + opts.duration;
     let mut n = 0u64;
     while Instant::now() < end {
         let t0 = Instant::now();
-        one(i).map_err(err)?;
+        step.once().map_err(|e| step.error(e))?;
         lat.record(t0.elapsed());
-        i += 1;
         n += 1;
         counter.store(n, Ordering::Relaxed);
     }
@@ -572,10 +622,68 @@ fn sync_loop_with(
     Ok((lat.summary(elapsed), lat.percentile_curve()))
 }
 
+/// Rounds of an [`interleaved`] run.
+pub const INTERLEAVE_ROUNDS: u32 = 10;
+
+/// A step of an [`interleaved`] run: runs its operation until the deadline, recording each
+/// latency into the histogram it is given, and returns how many it finished.
+pub type SliceStep<'a, E> = Box<dyn FnMut(Instant, &mut Latencies) -> Result<u64, E> + 'a>;
+
+/// A [`SliceStep`] of one operation at a time; `op` returns the time of its measured part
+/// (work it does around it, such as releasing log space, is not timed).
+pub fn one_at_a_time<'a, E: 'a>(
+    mut op: impl FnMut() -> Result<Duration, E> + 'a,
+) -> SliceStep<'a, E> {
+    Box::new(move |end, lat| {
+        let mut n = 0;
+        while Instant::now() < end {
+            lat.record(op()?);
+            n += 1;
+        }
+        Ok(n)
+    })
+}
+
+/// Measures several steps in alternating slices, so that whatever drifts on a shared machine
+/// during the run (the disk, a neighbour) weighs on each alike: a warm-up round, then
+/// [`INTERLEAVE_ROUNDS`] rounds in which each step runs for `duration / INTERLEAVE_ROUNDS`,
+/// the order rotating from round to round. Returns each step's latencies and the wall-clock
+/// time of its recorded slices.
+pub fn interleaved<E: From<StatsError>>(
+    label: &str,
+    steps: &mut [SliceStep<'_, E>],
+    opts: &LimitOptions,
+) -> Result<Vec<(Latencies, Duration)>, E> {
+    let n = steps.len();
+    let slice = opts.duration / INTERLEAVE_ROUNDS;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push((Latencies::new()?, Duration::ZERO));
+    }
+    let counter: Counter = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(label, Arc::clone(&counter), opts.quiet);
+    let mut warm = Latencies::new()?;
+    for step in steps.iter_mut() {
+        step(Instant::now() + slice, &mut warm)?;
+    }
+    for round in 0..INTERLEAVE_ROUNDS as usize {
+        for k in 0..n {
+            let j = (round + k) % n;
+            let (lat, elapsed) = &mut out[j];
+            let start = Instant::now();
+            let ops = steps[j](start + slice, lat)?;
+            *elapsed += start.elapsed();
+            counter.fetch_add(ops, Ordering::Relaxed);
+        }
+    }
+    drop(progress);
+    Ok(out)
+}
+
 /// Measures `pwrite` of 4 KiB at offset 0 of a preallocated file + `fdatasync`.
 pub fn fdatasync_overwrite_4k(dir: &Path, opts: &LimitOptions) -> Result<Limit, LimitError> {
     let scratch = ScratchFile::preallocated(dir, "fdatasync-4k", 1 << 20)?;
-    let (summary, curve) = sync_loop(FDATASYNC_4K_OVERWRITE, &scratch, 4096, 4096, false, opts)?;
+    let (summary, curve) = sync_loop(FDATASYNC_4K_OVERWRITE, scratch, 4096, 4096, false, opts)?;
     Ok(Limit {
         name: FDATASYNC_4K_OVERWRITE.into(),
         description: "pwrite 4 KiB at offset 0 of a preallocated file, then fdatasync".into(),
@@ -595,23 +703,132 @@ pub fn pwrite_region(size: usize) -> u64 {
     (16 * size as u64).max(1 << 20)
 }
 
-/// Measures the bare loop: `pwrite` of `size` bytes at consecutive offsets (wrapping within a
-/// preallocated region) each followed by `fdatasync`.
+/// A bare write-then-sync loop measured as a limit: what each iteration writes, how it syncs,
+/// and how the limit is named and described.
+#[derive(Clone, Debug)]
+pub struct SyncSpec {
+    /// The limit's name.
+    pub name: String,
+    /// The directory its scratch file goes in.
+    pub dir: PathBuf,
+    /// Bytes each iteration writes.
+    pub write: usize,
+    /// Appends one iteration stands for (its throughput counts that many).
+    pub per_sync: usize,
+    /// What the limit is.
+    pub description: String,
+    kind: SyncKind,
+}
+
+impl SyncSpec {
+    /// The bare loop: `pwrite` of `size` bytes at consecutive offsets (wrapping within a
+    /// preallocated region) each followed by `fdatasync`.
+    pub fn pwrite_fdatasync(dir: &Path, size: usize) -> Self {
+        assert!(size > 0, "a write needs at least one byte");
+        Self {
+            name: pwrite_fdatasync_name(size),
+            dir: dir.to_path_buf(),
+            write: size,
+            per_sync: 1,
+            description: format!(
+                "pwrite {size} bytes at consecutive offsets in a preallocated {} KiB region, \
+                 then fdatasync",
+                pwrite_region(size) / 1024
+            ),
+            kind: SyncKind::Pwrite,
+        }
+    }
+
+    /// The bare floor under a log commit of one `payload`-byte record: the loop of
+    /// [`SyncSpec::pwrite_fdatasync`], but writing the bytes such a commit writes
+    /// ([`log_commit_bytes`], so unaligned and one page more at 64 KiB), with `pwrite` +
+    /// `fdatasync` (`uring == false`) or as one io_uring submission of a `WRITE` linked to an
+    /// `FSYNC(DATASYNC)` (`uring == true`).
+    pub fn log_commit_floor(dir: &Path, payload: usize, uring: bool) -> Self {
+        let write = log_commit_bytes(payload);
+        let (kind, how) = if uring {
+            (
+                SyncKind::UringLinked,
+                "one io_uring submission of WRITE linked to FSYNC(DATASYNC)",
+            )
+        } else {
+            (SyncKind::Pwrite, "pwrite, then fdatasync")
+        };
+        Self {
+            name: log_floor_name(if uring { "uring" } else { "pwrite" }, payload),
+            dir: dir.to_path_buf(),
+            write,
+            per_sync: 1,
+            description: format!(
+                "{how}: {write} bytes (a {payload}-byte record with its header, padding and \
+                 commit mark) at consecutive offsets in a preallocated {} KiB region",
+                pwrite_region(write) / 1024
+            ),
+            kind,
+        }
+    }
+
+    /// The best a group commit of `n` appends of `size` bytes can do on this device: one
+    /// `pwrite` of `n * size` bytes at consecutive offsets, then `fdatasync`. Its
+    /// `throughput_per_s` counts the `n` appends of each sync.
+    pub fn group(dir: &Path, size: usize, n: usize) -> Self {
+        assert!(
+            size > 0 && n > 0,
+            "a group needs at least one byte and one write"
+        );
+        Self {
+            name: pwrite_fdatasync_group_name(size, n),
+            dir: dir.to_path_buf(),
+            write: size * n,
+            per_sync: n,
+            description: format!(
+                "pwrite {n} x {size} bytes as one write at consecutive offsets in a \
+                 preallocated {} KiB region, then fdatasync; throughput counts {n} appends per \
+                 sync",
+                pwrite_region(size * n) / 1024
+            ),
+            kind: SyncKind::Pwrite,
+        }
+    }
+
+    /// A stepper over a fresh preallocated scratch file.
+    pub fn step(&self) -> Result<SyncStep, LimitError> {
+        let region = pwrite_region(self.write);
+        let scratch = ScratchFile::preallocated(&self.dir, &self.name, region)?;
+        SyncStep::new(scratch, self.write, region, true, self.kind)
+    }
+
+    /// The limit from a measured summary and curve.
+    pub fn limit(&self, mut summary: Summary, curve: Vec<(f64, f64)>) -> Limit {
+        summary.throughput_per_s *= self.per_sync as f64;
+        Limit {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            summary,
+            curve,
+            extra: BTreeMap::new(),
+            notes: vec![format!(
+                "directory {} ({})",
+                self.dir.display(),
+                filesystem_of(&self.dir)
+            )],
+        }
+    }
+
+    /// Measures the loop on its own for `opts.duration` (after a warm-up of a fifth).
+    pub fn measure(&self, opts: &LimitOptions) -> Result<Limit, LimitError> {
+        let region = pwrite_region(self.write);
+        let scratch = ScratchFile::preallocated(&self.dir, &self.name, region)?;
+        let (summary, curve) = sync_loop_with(
+            &self.name, scratch, self.write, region, true, self.kind, opts,
+        )?;
+        Ok(self.limit(summary, curve))
+    }
+}
+
+/// Measures the bare loop of [`SyncSpec::pwrite_fdatasync`].
 pub fn pwrite_fdatasync(dir: &Path, size: usize, opts: &LimitOptions) -> Result<Limit, LimitError> {
-    assert!(size > 0, "a write needs at least one byte");
-    let region = pwrite_region(size);
-    sync_limit(
-        dir,
-        pwrite_fdatasync_name(size),
-        size,
-        1,
-        format!(
-            "pwrite {size} bytes at consecutive offsets in a preallocated {} KiB region, then fdatasync",
-            region / 1024
-        ),
-        SyncKind::Pwrite,
-        opts,
-    )
+    SyncSpec::pwrite_fdatasync(dir, size).measure(opts)
 }
 
 /// Bytes one single-record log commit writes for a `payload`-byte record: the record (16 B
@@ -626,97 +843,19 @@ pub fn log_floor_name(kind: &str, payload: usize) -> String {
     format!("{kind}-fdatasync-{}-record", size_label(payload))
 }
 
-/// Measures the bare floor under a log commit of one `payload`-byte record: the same loop as
-/// [`pwrite_fdatasync`], but writing the bytes such a commit writes
-/// ([`log_commit_bytes`], so unaligned and one page more at 64 KiB), with `pwrite` +
-/// `fdatasync` (`uring == false`) or as one io_uring submission of a `WRITE` linked to an
-/// `FSYNC(DATASYNC)` (`uring == true`).
-pub fn log_commit_floor(
-    dir: &Path,
-    payload: usize,
-    uring: bool,
-    opts: &LimitOptions,
-) -> Result<Limit, LimitError> {
-    let write = log_commit_bytes(payload);
-    let region = pwrite_region(write);
-    let (kind, how) = if uring {
-        (
-            SyncKind::UringLinked,
-            "one io_uring submission of WRITE linked to FSYNC(DATASYNC)",
-        )
-    } else {
-        (SyncKind::Pwrite, "pwrite, then fdatasync")
-    };
-    let name = log_floor_name(if uring { "uring" } else { "pwrite" }, payload);
-    let description = format!(
-        "{how}: {write} bytes (a {payload}-byte record with its header, padding and commit \
-         mark) at consecutive offsets in a preallocated {} KiB region",
-        region / 1024
-    );
-    sync_limit(dir, name, write, 1, description, kind, opts)
-}
-
 /// Name of the grouped pwrite+fdatasync limit for `n` writes of `size` bytes per sync.
 pub fn pwrite_fdatasync_group_name(size: usize, n: usize) -> String {
     format!("pwrite-fdatasync-{}x{n}", size_label(size))
 }
 
-/// Measures the best a group commit of `n` appends of `size` bytes can do on this device:
-/// one `pwrite` of `n * size` bytes at consecutive offsets, then `fdatasync`. Its
-/// `throughput_per_s` counts the `n` appends of each sync.
+/// Measures the grouped limit of [`SyncSpec::group`].
 pub fn pwrite_fdatasync_group(
     dir: &Path,
     size: usize,
     n: usize,
     opts: &LimitOptions,
 ) -> Result<Limit, LimitError> {
-    assert!(
-        size > 0 && n > 0,
-        "a group needs at least one byte and one write"
-    );
-    let region = pwrite_region(size * n);
-    sync_limit(
-        dir,
-        pwrite_fdatasync_group_name(size, n),
-        size * n,
-        n,
-        format!(
-            "pwrite {n} x {size} bytes as one write at consecutive offsets in a preallocated \
-             {} KiB region, then fdatasync; throughput counts {n} appends per sync",
-            region / 1024
-        ),
-        SyncKind::Pwrite,
-        opts,
-    )
-}
-
-/// A sequential `pwrite` of `write` bytes + `fdatasync` loop in `dir` as a limit named
-/// `name`; its throughput counts `per_sync` appends per iteration.
-fn sync_limit(
-    dir: &Path,
-    name: String,
-    write: usize,
-    per_sync: usize,
-    description: String,
-    kind: SyncKind,
-    opts: &LimitOptions,
-) -> Result<Limit, LimitError> {
-    let region = pwrite_region(write);
-    let scratch = ScratchFile::preallocated(dir, &name, region)?;
-    let (mut summary, curve) = sync_loop_with(&name, &scratch, write, region, true, kind, opts)?;
-    summary.throughput_per_s *= per_sync as f64;
-    Ok(Limit {
-        name,
-        description,
-        summary,
-        curve,
-        extra: BTreeMap::new(),
-        notes: vec![format!(
-            "directory {} ({})",
-            dir.display(),
-            filesystem_of(dir)
-        )],
-    })
+    SyncSpec::group(dir, size, n).measure(opts)
 }
 
 /// RDMA devices listed under /sys/class/infiniband.
@@ -947,6 +1086,104 @@ pub fn measure(set: &LimitSet, opts: &LimitOptions) -> Result<Vec<LimitOutcome>,
     Ok(out)
 }
 
+/// `pwrite`+`fdatasync` calls [`sync_interrupt_core`] makes to find the device's interrupt.
+const IRQ_PROBE_SYNCS: u64 = 64;
+
+/// Device interrupt counts per CPU, from `/proc/interrupts`: `(irq line, [(cpu, count)])` for
+/// every numbered line (device interrupts; the named ones such as `LOC` or `RES` are not).
+pub fn device_interrupts(text: &str) -> Vec<(String, Vec<(usize, u64)>)> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let cpus: Vec<usize> = header
+        .split_whitespace()
+        .filter_map(|c| c.strip_prefix("CPU")?.parse().ok())
+        .collect();
+    let mut out = Vec::new();
+    for line in lines {
+        let mut tok = line.split_whitespace();
+        let Some(label) = tok.next().and_then(|l| l.strip_suffix(':')) else {
+            continue;
+        };
+        if label.parse::<u64>().is_err() {
+            continue;
+        }
+        let counts: Vec<(usize, u64)> = cpus
+            .iter()
+            .zip(tok.by_ref())
+            .map_while(|(&cpu, n)| Some((cpu, n.parse().ok()?)))
+            .collect();
+        if counts.len() != cpus.len() {
+            continue;
+        }
+        let name = tok.last().unwrap_or("");
+        out.push((format!("{label} {name}"), counts));
+    }
+    out
+}
+
+/// The core that takes the completion interrupts of the block device under `dir`: counts
+/// `/proc/interrupts` around [`IRQ_PROBE_SYNCS`] `pwrite`+`fdatasync` calls there and returns
+/// the core of the device interrupt line that grew most (by at least one per two syncs), with
+/// a note naming the line. The inner `Err` says why no core could be told (no
+/// `/proc/interrupts`, no line that grew with the syncs, a core this process may not use).
+pub fn sync_interrupt_core(dir: &Path) -> Result<Result<(usize, String), String>, LimitError> {
+    let read = || std::fs::read_to_string("/proc/interrupts");
+    let Ok(before) = read() else {
+        return Ok(Err("/proc/interrupts is not readable".into()));
+    };
+    let scratch = ScratchFile::preallocated(dir, "irq-probe", 1 << 16)?;
+    let err = |source| LimitError::File {
+        path: scratch.path().display().to_string(),
+        source,
+    };
+    let block = [0x5au8; 512];
+    for i in 0..IRQ_PROBE_SYNCS {
+        scratch
+            .file()
+            .write_all_at(&block, (i % 128) * 512)
+            .map_err(err)?;
+        scratch.file().sync_data().map_err(err)?;
+    }
+    let Ok(after) = read() else {
+        return Ok(Err("/proc/interrupts is not readable".into()));
+    };
+    let before = device_interrupts(&before);
+    let mut best: Option<(u64, usize, String)> = None;
+    for (line, counts) in device_interrupts(&after) {
+        let Some((_, old)) = before.iter().find(|(l, _)| *l == line) else {
+            continue;
+        };
+        for (&(cpu, n), &(_, o)) in counts.iter().zip(old) {
+            let grew = n.saturating_sub(o);
+            if best.as_ref().is_none_or(|b| grew > b.0) {
+                best = Some((grew, cpu, line.clone()));
+            }
+        }
+    }
+    match best {
+        Some((grew, cpu, line)) if grew >= IRQ_PROBE_SYNCS / 2 => {
+            if all_cores().iter().any(|c| c.id == cpu) {
+                Ok(Ok((
+                    cpu,
+                    format!(
+                        "core {cpu} takes interrupt {line} ({grew} in {IRQ_PROBE_SYNCS} syncs)"
+                    ),
+                )))
+            } else {
+                Ok(Err(format!(
+                    "interrupt {line} lands on core {cpu}, which this process may not use"
+                )))
+            }
+        }
+        _ => Ok(Err(format!(
+            "no device interrupt grew with {IRQ_PROBE_SYNCS} syncs in {}",
+            dir.display()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1004,5 +1241,23 @@ mod tests {
             assert_eq!(s.file().metadata().unwrap().len(), 3 << 20);
         }
         assert!(!path.exists());
+    }
+
+    const INTERRUPTS: &str = "\
+           CPU0       CPU1       
+ 28:          0          0 PCI-MSIX-0000:00:01.0   0-edge      virtio0-config
+ 36:          5   43255614 PCI-MSIX-0000:00:02.0   1-edge      virtio1-req.0
+NMI:          0          0   Non-maskable interrupts
+LOC:   12345678   23456789   Local timer interrupts
+ERR:          0
+";
+
+    #[test]
+    fn device_interrupts_are_the_numbered_lines_per_cpu() {
+        let d = device_interrupts(INTERRUPTS);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!(d[1].0, "36 virtio1-req.0");
+        assert_eq!(d[1].1, vec![(0, 5), (1, 43255614)]);
+        assert!(device_interrupts("").is_empty());
     }
 }

@@ -751,6 +751,10 @@ struct LogArgs {
     /// Size of each log region in MiB.
     #[arg(long, default_value_t = 64)]
     region_mib: u64,
+    /// The core every thread of the run is pinned to: a core number, `auto` (the core that
+    /// takes the log device's interrupts, found by a short probe) or `none`.
+    #[arg(long, default_value = "auto")]
+    pin_core: keel_bench::log_bench::Pin,
 }
 
 fn run_log(a: &LogArgs) -> anyhow::Result<()> {
@@ -765,6 +769,7 @@ fn run_log(a: &LogArgs) -> anyhow::Result<()> {
         payloads: a.payloads.clone(),
         appenders: a.appenders,
         region_bytes: a.region_mib << 20,
+        pin: a.pin_core,
     };
     let mut p = keel_bench::log_bench::option_params(&o);
     p.extend(params(a.common.params()));
