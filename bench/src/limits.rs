@@ -1087,7 +1087,7 @@ pub fn measure(set: &LimitSet, opts: &LimitOptions) -> Result<Vec<LimitOutcome>,
 }
 
 /// `pwrite`+`fdatasync` calls [`sync_interrupt_core`] makes to find the device's interrupt.
-const IRQ_PROBE_SYNCS: u64 = 64;
+pub const IRQ_PROBE_SYNCS: u64 = 64;
 
 /// Device interrupt counts per CPU, from `/proc/interrupts`: `(irq line, [(cpu, count)])` for
 /// every numbered line (device interrupts; the named ones such as `LOC` or `RES` are not).
