@@ -645,7 +645,8 @@ pub fn one_at_a_time<'a, E: 'a>(
 }
 
 /// Measures several steps in alternating slices, so that whatever drifts on a shared machine
-/// during the run (the disk, a neighbour) weighs on each alike: a warm-up round, then
+/// during the run (the disk, a neighbour) weighs on each alike: a warm-up round (each step for
+/// a fifth of `duration`), then
 /// [`INTERLEAVE_ROUNDS`] rounds in which each step runs for `duration / INTERLEAVE_ROUNDS`,
 /// the order rotating from round to round. Returns each step's latencies and the wall-clock
 /// time of its recorded slices.
@@ -664,7 +665,7 @@ pub fn interleaved<E: From<StatsError>>(
     let progress = Progress::start(label, Arc::clone(&counter), opts.quiet);
     let mut warm = Latencies::new()?;
     for step in steps.iter_mut() {
-        step(Instant::now() + slice, &mut warm)?;
+        step(Instant::now() + opts.duration / 5, &mut warm)?;
     }
     for round in 0..INTERLEAVE_ROUNDS as usize {
         for k in 0..n {

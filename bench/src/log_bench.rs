@@ -2,7 +2,8 @@
 //! durability backend, against the bare `pwrite` + `fdatasync` loop on the same file system,
 //! measured in the same run.
 //!
-//! For each payload size the run measures, interleaved (a warm-up round, then
+//! For each payload size the run measures, interleaved (a warm-up round in which each runs for
+//! a fifth of `--duration-ms`, then
 //! [`limits::INTERLEAVE_ROUNDS`] rounds in which each runs for a tenth of `--duration-ms`, in
 //! rotating order, so that drift on a shared machine weighs on each alike):
 //! - the limit `pwrite-fdatasync-<size>` (see [`limits::pwrite_fdatasync`]) and the floors

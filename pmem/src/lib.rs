@@ -120,7 +120,9 @@
 //! against the same loop writing exactly the bytes one commit writes (record header, payload,
 //! padding, commit mark; with `pwrite` and with an io_uring write linked to an fsync), and,
 //! for group commit, against one `pwrite` of the whole group + `fdatasync` (the device's
-//! limit). `docs/PERFORMANCE.md` has the figures.
+//! limit). It pins its threads to the core that takes the disk's interrupts and measures the
+//! loops and the appenders interleaved, in rotating slices. `docs/PERFORMANCE.md` has the
+//! figures.
 //!
 //! On `file` and `uring` the log keeps 1-4 MiB ahead of its tail allocated during its first
 //! lap through a sparse file ([`Region::preallocate`]: zeros written into holes only, then one
