@@ -78,6 +78,10 @@ pub struct ClusterOptions {
     pub pin_cores: Vec<usize>,
     /// Log region size per replica.
     pub log_bytes: u64,
+    /// Decrees between checkpoints (the engine's default is 100,000: a run of a few seconds
+    /// may never reach one, and until the first checkpoint nothing the log holds is released
+    /// or recycled).
+    pub checkpoint_every: u64,
 }
 
 /// Errors from running a cluster.
@@ -189,6 +193,7 @@ impl Cluster {
             let durability = Durability {
                 log_backend: backend.into(),
                 log_capacity_bytes: o.log_bytes,
+                checkpoint_every: o.checkpoint_every,
                 ..Durability::default()
             };
             let runtime = Runtime {
@@ -353,6 +358,8 @@ pub fn cluster_params(o: &ClusterOptions) -> BTreeMap<String, serde_json::Value>
             ]),
         ),
         ("pin_replica_cores", serde_json::json!(o.pin_cores)),
+        ("log_bytes", o.log_bytes.into()),
+        ("checkpoint_every", o.checkpoint_every.into()),
     ])
 }
 

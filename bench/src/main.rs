@@ -174,6 +174,11 @@ struct LocalArgs {
     /// Log region per replica, in MiB.
     #[arg(long, default_value_t = 256)]
     log_mib: u64,
+    /// Decrees between checkpoints (the engine's default; a short run may never reach one,
+    /// and until the first one nothing the log holds is recycled: smaller values show the
+    /// steady state's allocations).
+    #[arg(long, default_value_t = keel_engine::config::Durability::default().checkpoint_every)]
+    checkpoint_every: u64,
     /// JSON report of `keel-bench etcd` from the same script run (for the 20x-etcd target).
     #[arg(long)]
     etcd_json: Option<PathBuf>,
@@ -249,6 +254,7 @@ fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
                 timing: timing.clone(),
                 pin_cores: a.pin_replicas.clone(),
                 log_bytes: a.log_mib << 20,
+                checkpoint_every: a.checkpoint_every,
             };
             port += 10;
             let prefix = format!("keel-{transport}-{durability}-{}", limits::size_label(size));
