@@ -474,7 +474,15 @@ pub enum SyncKind {
     Pwrite,
     /// One io_uring submission: `WRITE` linked to `FSYNC(DATASYNC)`, then wait for both.
     UringLinked,
+    /// One `pwritev2` with `RWF_DSYNC` through an `O_DIRECT` descriptor, of the whole 4 KiB
+    /// blocks the bytes cover (the `file` backend's direct commit, without the log).
+    DirectDsync,
 }
+
+/// One 4 KiB block of memory aligned for direct I/O.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(4096))]
+struct DirectBlock([u8; 4096]);
 
 /// One bare write-then-sync operation at a time, on its own preallocated scratch file: the
 /// body of the `pwrite`+`fdatasync` limits, and a step of [`interleaved`] runs.
@@ -484,6 +492,8 @@ pub struct SyncStep {
     slots: u64,
     sequential: bool,
     ring: Option<io_uring::IoUring>,
+    /// For [`SyncKind::DirectDsync`]: the file opened with `O_DIRECT` and aligned blocks.
+    direct: Option<(File, Vec<DirectBlock>)>,
     i: u64,
 }
 
@@ -504,8 +514,25 @@ impl SyncStep {
                 source: ErrorKind::InvalidInput.into(),
             });
         }
+        let direct = match kind {
+            SyncKind::DirectDsync => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(scratch.path())
+                    .map_err(|source| LimitError::File {
+                        path: scratch.path().display().to_string(),
+                        source,
+                    })?;
+                // Room for the blocks of a write that starts anywhere in a block.
+                let blocks = size.div_ceil(4096) + 1;
+                Some((file, vec![DirectBlock([0x5A; 4096]); blocks]))
+            }
+            _ => None,
+        };
         let ring = match kind {
-            SyncKind::Pwrite => None,
+            SyncKind::Pwrite | SyncKind::DirectDsync => None,
             SyncKind::UringLinked => {
                 Some(
                     io_uring::IoUring::new(8).map_err(|source| LimitError::File {
@@ -521,6 +548,7 @@ impl SyncStep {
             slots: (region / size as u64).max(1),
             sequential,
             ring,
+            direct,
             i: 0,
         })
     }
@@ -543,6 +571,31 @@ impl SyncStep {
             0
         };
         self.i += 1;
+        if let Some((file, blocks)) = self.direct.as_ref() {
+            let start = off / 4096 * 4096;
+            let end = (off + size as u64).div_ceil(4096) * 4096;
+            let n = ((end - start) / 4096) as usize;
+            let bytes: &[u8] = bytemuck::cast_slice(&blocks[..n]);
+            let iov = libc::iovec {
+                iov_base: bytes.as_ptr().cast_mut().cast(),
+                iov_len: bytes.len(),
+            };
+            let at = libc::off_t::try_from(start).map_err(|_| ErrorKind::InvalidInput)?;
+            // SAFETY: one iovec pointing into `bytes`, which outlives the call; the kernel
+            // only reads it.
+            #[allow(unsafe_code)]
+            let r = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, at, libc::RWF_DSYNC) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if r as usize != bytes.len() {
+                return Err(std::io::Error::other(format!(
+                    "short direct write {r} of {}",
+                    bytes.len()
+                )));
+            }
+            return Ok(());
+        }
         let Some(ring) = self.ring.as_mut() else {
             self.scratch.file().write_all_at(&self.buf, off)?;
             return self.scratch.file().sync_data();
@@ -745,18 +798,21 @@ impl SyncSpec {
     /// ([`log_commit_bytes`], so unaligned and one page more at 64 KiB), with `pwrite` +
     /// `fdatasync` (`uring == false`) or as one io_uring submission of a `WRITE` linked to an
     /// `FSYNC(DATASYNC)` (`uring == true`).
-    pub fn log_commit_floor(dir: &Path, payload: usize, uring: bool) -> Self {
+    pub fn log_commit_floor(dir: &Path, payload: usize, kind: SyncKind) -> Self {
         let write = log_commit_bytes(payload);
-        let (kind, how) = if uring {
-            (
-                SyncKind::UringLinked,
+        let (name, how) = match kind {
+            SyncKind::UringLinked => (
+                "uring-fdatasync",
                 "one io_uring submission of WRITE linked to FSYNC(DATASYNC)",
-            )
-        } else {
-            (SyncKind::Pwrite, "pwrite, then fdatasync")
+            ),
+            SyncKind::DirectDsync => (
+                "direct-dsync",
+                "one O_DIRECT pwritev2 with RWF_DSYNC of the 4 KiB blocks covering",
+            ),
+            SyncKind::Pwrite => ("pwrite-fdatasync", "pwrite, then fdatasync"),
         };
         Self {
-            name: log_floor_name(if uring { "uring" } else { "pwrite" }, payload),
+            name: log_floor_name(name, payload),
             dir: dir.to_path_buf(),
             write,
             per_sync: 1,
@@ -838,10 +894,10 @@ pub fn log_commit_bytes(payload: usize) -> usize {
     (keel_pmem::layout::record_size(payload as u64) + keel_pmem::layout::MARK_SIZE) as usize
 }
 
-/// Name of the bare floor of one log commit of a `payload`-byte record (`kind` `pwrite` or
-/// `uring`).
+/// Name of the bare floor of one log commit of a `payload`-byte record (`kind`
+/// `pwrite-fdatasync`, `uring-fdatasync` or `direct-dsync`).
 pub fn log_floor_name(kind: &str, payload: usize) -> String {
-    format!("{kind}-fdatasync-{}-record", size_label(payload))
+    format!("{kind}-{}-record", size_label(payload))
 }
 
 /// Name of the grouped pwrite+fdatasync limit for `n` writes of `size` bytes per sync.

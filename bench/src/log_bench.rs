@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use keel_pmem::{Backend, DynLog, Log, LogConfig, LogError};
 
-use crate::limits::{self, LimitError, LimitOptions, ScratchFile, SyncSpec, size_label};
+use crate::limits::{self, LimitError, LimitOptions, ScratchFile, SyncKind, SyncSpec, size_label};
 use crate::report::{Bound, LimitOutcome, Report, Skipped, Target, params};
 use crate::stats::{Latencies, StatsError};
 
@@ -233,6 +233,14 @@ impl SingleStep {
     }
 }
 
+/// Whether the `file` backend's default (direct I/O where allowed) goes direct in `dir`.
+fn direct_io_works(dir: &Path) -> bool {
+    let Ok(probe) = ScratchFile::preallocated(dir, "direct-probe", 1 << 16) else {
+        return false;
+    };
+    keel_pmem::FileRegion::open(probe.path(), 1 << 16).is_ok_and(|r| r.is_direct())
+}
+
 fn run_payload(
     o: &LogBenchOptions,
     payload: usize,
@@ -246,9 +254,19 @@ fn run_payload(
     let limit_name = bare.name.clone();
     let mut specs = vec![bare];
     let mut floors = Vec::new();
-    for (backend, uring) in [("file", false), ("uring", true)] {
+    // `file` writes with O_DIRECT where the file system allows it; its floor does the same.
+    let file_kind = if direct_io_works(&o.dir) {
+        SyncKind::DirectDsync
+    } else {
+        SyncKind::Pwrite
+    };
+    for (backend, kind) in [
+        ("file", file_kind),
+        ("file-buffered", SyncKind::Pwrite),
+        ("uring", SyncKind::UringLinked),
+    ] {
         if o.backends.iter().any(|b| b == backend) {
-            let f = SyncSpec::log_commit_floor(&o.dir, payload, uring);
+            let f = SyncSpec::log_commit_floor(&o.dir, payload, kind);
             floors.push((backend, f.name.clone()));
             specs.push(f);
         }

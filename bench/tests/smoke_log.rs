@@ -56,7 +56,7 @@ fn log_runs_briefly_and_reports_single_and_group_figures() {
         names("limits"),
         [
             "pwrite-fdatasync-64B",
-            "pwrite-fdatasync-64B-record",
+            "direct-dsync-64B-record",
             "pwrite-fdatasync-64Bx4"
         ]
     );

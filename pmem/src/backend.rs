@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::dax::{DaxOptions, DaxRegion};
 use crate::error::{LogError, RegionError};
-use crate::file::FileRegion;
+use crate::file::{DirectIo, FileOptions, FileRegion};
 use crate::log::{Log, Recovered};
 use crate::region::Region;
 use crate::sim::SimRegion;
@@ -17,14 +17,16 @@ pub enum Backend {
     Dax(DaxOptions),
     /// io_uring with registered buffers and linked write + fdatasync.
     Uring(UringOptions),
-    /// `pwrite` + `fdatasync`.
-    File,
+    /// Gathered writes, then `fdatasync` (or one `RWF_DSYNC` write): direct I/O by default.
+    File(FileOptions),
     /// In-memory crash model (the path is ignored; nothing persists past the process).
     Sim,
 }
 
 impl Backend {
-    /// Parses `dax`, `dax-msync` (dax with the msync fallback), `uring`, `file`, `sim`.
+    /// Parses `dax`, `dax-msync` (dax with the msync fallback), `uring`, `file` (direct I/O
+    /// where the file system allows it), `file-buffered` (`pwrite` + `fdatasync` through the
+    /// page cache), `sim`.
     pub fn parse(name: &str) -> Option<Backend> {
         Some(match name {
             "dax" => Backend::Dax(DaxOptions::default()),
@@ -33,7 +35,10 @@ impl Backend {
                 ..DaxOptions::default()
             }),
             "uring" => Backend::Uring(UringOptions::default()),
-            "file" => Backend::File,
+            "file" => Backend::File(FileOptions::default()),
+            "file-buffered" => Backend::File(FileOptions {
+                direct: DirectIo::Off,
+            }),
             "sim" => Backend::Sim,
             _ => return None,
         })
@@ -44,7 +49,10 @@ impl Backend {
         match self {
             Backend::Dax(_) => "dax",
             Backend::Uring(_) => "uring",
-            Backend::File => "file",
+            Backend::File(FileOptions {
+                direct: DirectIo::Off,
+            }) => "file-buffered",
+            Backend::File(_) => "file",
             Backend::Sim => "sim",
         }
     }
@@ -70,7 +78,7 @@ impl LogConfig {
         Ok(match self.backend {
             Backend::Dax(o) => Box::new(DaxRegion::open(&self.path, self.region_bytes, o)?),
             Backend::Uring(o) => Box::new(UringRegion::open(&self.path, self.region_bytes, o)?),
-            Backend::File => Box::new(FileRegion::open(&self.path, self.region_bytes)?),
+            Backend::File(o) => Box::new(FileRegion::open_with(&self.path, self.region_bytes, o)?),
             Backend::Sim => Box::new(SimRegion::new(self.region_bytes)),
         })
     }

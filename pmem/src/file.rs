@@ -7,14 +7,69 @@
 //! them without it, so appenders keep gathering during the write and the sync. Writes larger
 //! than 4 MiB skip the copy: they go out at once with `pwritev` from the caller's buffers,
 //! after what was gathered before them.
+//!
+//! **Direct I/O.** By default ([`DirectIo::Auto`]) the file is also opened with `O_DIRECT`
+//! where the file system allows it, and the gathered runs go out as whole 4 KiB blocks
+//! through it (the bytes around a run in its first and last block are rewritten as they are:
+//! see the `direct` module). A fence whose writes are one run, with nothing issued unsynced
+//! before it, is that one write with `RWF_DSYNC` and no separate `fdatasync`. Reads, and the
+//! zeros `preallocate` writes into holes, go through the ordinary descriptor; the kernel keeps
+//! the two coherent (a direct write drops the cached pages it covers).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::direct::{Assembler, open_direct};
 use crate::error::RegionError;
 use crate::region::{Region, check_bounds};
+
+/// Whether a block backend writes with `O_DIRECT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirectIo {
+    /// Direct where the file system allows it, else through the page cache.
+    #[default]
+    Auto,
+    /// Direct, or fail to open with [`RegionError::Unsupported`].
+    On,
+    /// Always through the page cache (`pwrite` + `fdatasync`).
+    Off,
+}
+
+impl DirectIo {
+    /// Opens the direct descriptor this setting asks for: `None` for `Off`, and for `Auto`
+    /// where the file system refuses.
+    pub(crate) fn open(
+        self,
+        backend: &'static str,
+        path: &Path,
+        len: u64,
+    ) -> Result<Option<File>, RegionError> {
+        if self == DirectIo::Off {
+            return Ok(None);
+        }
+        match open_direct(path, len) {
+            Ok(f) => Ok(Some(f)),
+            Err(_) if self == DirectIo::Auto => Ok(None),
+            Err(source) => Err(RegionError::Unsupported {
+                backend,
+                reason: format!(
+                    "O_DIRECT with 4 KiB blocks refused for {} (use DirectIo::Auto or Off)",
+                    path.display()
+                ),
+                source: Some(source),
+            }),
+        }
+    }
+}
+
+/// Options of the `file` backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileOptions {
+    /// Direct I/O (default: where the file system allows it).
+    pub direct: DirectIo,
+}
 
 /// Writes larger than this go to the file at once with `pwritev` from the caller's buffers
 /// (after what was gathered before them) rather than through the gather buffer. (Measured:
@@ -27,34 +82,80 @@ const GATHER_MAX: usize = 4 << 20;
 #[derive(Debug)]
 pub struct FileRegion {
     file: File,
+    /// The same file opened with `O_DIRECT`, when writes go direct.
+    direct: Option<File>,
     len: u64,
     path: PathBuf,
     gathered: Mutex<Gathered>,
     /// What one `issue` is writing out, taken from `gathered` so appenders can keep gathering
     /// meanwhile; its mutex also keeps issues (and direct writes) in order.
-    outbox: Mutex<Gathered>,
+    outbox: Mutex<Outbox>,
 }
+
+/// The issuing side, under the outbox mutex.
+#[derive(Debug)]
+struct Outbox {
+    taken: Gathered,
+    /// Lays direct writes out in whole blocks (`Some` when writes go direct).
+    assembler: Option<Assembler>,
+    /// Writes were issued without a sync since the last sync.
+    unsynced: bool,
+}
+
+/// `(file offset, offset in the gathered bytes, length, free bytes after it)`.
+type Seg = (u64, usize, usize, u64);
 
 /// Writes not yet issued to the file: their bytes, back to back, and where each goes.
 #[derive(Debug, Default)]
 struct Gathered {
     bytes: Vec<u8>,
-    /// `(file offset, offset in bytes, length)`, never overlapping in the file.
-    segments: Vec<(u64, usize, usize)>,
+    /// `(file offset, offset in bytes, length, free bytes after it)`, never overlapping in
+    /// the file (see [`Region::write_parts_free`]).
+    segments: Vec<Seg>,
 }
 
 impl FileRegion {
     /// Opens (creating if missing) `path` and sizes it to `len_bytes` when it is shorter.
     /// With `len_bytes == 0` the existing length is used.
+    /// Writes go direct where the file system allows it ([`FileOptions::default`]).
     pub fn open(path: &Path, len_bytes: u64) -> Result<Self, RegionError> {
+        Self::open_with(path, len_bytes, FileOptions::default())
+    }
+
+    /// As [`FileRegion::open`], with options.
+    pub fn open_with(path: &Path, len_bytes: u64, opts: FileOptions) -> Result<Self, RegionError> {
         let (file, len) = open_sized(path, len_bytes)?;
-        Ok(FileRegion {
+        let direct = opts.direct.open("file", path, len)?;
+        Ok(Self::new(file, direct, len, path))
+    }
+
+    fn new(file: File, direct: Option<File>, len: u64, path: &Path) -> Self {
+        let assembler = direct.as_ref().map(|_| Assembler::new());
+        FileRegion {
             file,
+            direct,
             len,
             path: path.to_path_buf(),
             gathered: Mutex::new(Gathered::default()),
-            outbox: Mutex::new(Gathered::default()),
-        })
+            outbox: Mutex::new(Outbox {
+                taken: Gathered::default(),
+                assembler,
+                unsynced: false,
+            }),
+        }
+    }
+
+    /// Whether writes go to the file with `O_DIRECT`.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Blocks read back from the file so far to complete the partial first or last block of
+    /// a direct write (the cache of recent blocks and declared free space spare most of them;
+    /// 0 when writes go through the page cache).
+    pub fn direct_block_reads(&self) -> u64 {
+        let out = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        out.assembler.as_ref().map_or(0, |a| a.reads)
     }
 
     /// Opens an existing file read-only (for offline inspection: `keel log verify`). Writes
@@ -66,13 +167,7 @@ impl FileRegion {
         };
         let file = File::open(path).map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
-        Ok(FileRegion {
-            file,
-            len,
-            path: path.to_path_buf(),
-            gathered: Mutex::new(Gathered::default()),
-            outbox: Mutex::new(Gathered::default()),
-        })
+        Ok(Self::new(file, None, len, path))
     }
 
     /// The backing file's path.
@@ -87,37 +182,51 @@ impl FileRegion {
     }
 
     /// Issues every gathered write (taken out of `gathered`, which stays open to writers
-    /// meanwhile), then runs `then` before any later issue can start.
+    /// meanwhile), then runs `then` before any later issue can start. With `for_fence`, a
+    /// single direct run goes out with `RWF_DSYNC` when nothing unsynced precedes it; the
+    /// result says whether everything issued so far is durable.
     fn issue_then<T>(
         &self,
-        then: impl FnOnce() -> Result<T, RegionError>,
-    ) -> Result<T, RegionError> {
+        for_fence: bool,
+        then: impl FnOnce(&mut Outbox) -> Result<T, RegionError>,
+    ) -> Result<(bool, T), RegionError> {
         let mut out = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut g = self.lock_gathered();
-            std::mem::swap(&mut g.bytes, &mut out.bytes);
-            std::mem::swap(&mut g.segments, &mut out.segments);
+            std::mem::swap(&mut g.bytes, &mut out.taken.bytes);
+            std::mem::swap(&mut g.segments, &mut out.taken.segments);
         }
-        let res = self.write_out(&mut out);
-        out.bytes.clear();
-        out.segments.clear();
-        res?;
-        then()
+        let res = self.write_out(&mut out, for_fence);
+        out.taken.bytes.clear();
+        out.taken.segments.clear();
+        let synced = res?;
+        let t = then(&mut out)?;
+        Ok((synced, t))
     }
 
     fn issue(&self) -> Result<(), RegionError> {
-        self.issue_then(|| Ok(()))
+        self.issue_then(false, |_| Ok(())).map(drop)
     }
 
-    /// Writes `g` to the file: one `pwritev` per contiguous run, in file order.
-    fn write_out(&self, g: &mut Gathered) -> Result<(), RegionError> {
-        if g.segments.is_empty() {
-            return Ok(());
+    /// Writes what `out` took to the file: one write per contiguous run, in file order.
+    /// Returns whether everything issued so far is durable (a lone direct run of a fence
+    /// written with `RWF_DSYNC`, nothing unsynced before it).
+    fn write_out(&self, out: &mut Outbox, for_fence: bool) -> Result<bool, RegionError> {
+        let Outbox {
+            taken,
+            assembler,
+            unsynced,
+        } = out;
+        if taken.segments.is_empty() {
+            return Ok(for_fence && !*unsynced);
         }
-        let Gathered { bytes, segments } = g;
+        let Gathered { bytes, segments } = taken;
         // Only `write_out` reads the segments, and it clears them: sort them in place.
         segments.sort_unstable_by_key(|s| s.0);
         let order = &*segments;
+        // Runs: maximal groups of segments back to back in the file.
+        let mut runs = 0usize;
+        let mut synced = false;
         let mut i = 0;
         while i < order.len() {
             let start = order[i].0;
@@ -127,33 +236,92 @@ impl FileRegion {
                 run_end += order[end].2 as u64;
                 end += 1;
             }
-            write_run(&self.file, start, bytes, &order[i..end]).map_err(|source| {
-                RegionError::Write {
-                    offset: start,
-                    len: run_end - start,
-                    source,
+            runs += 1;
+            let err = |source| RegionError::Write {
+                offset: start,
+                len: run_end - start,
+                source,
+            };
+            let direct = self.direct.as_ref().zip(assembler.as_mut()).filter(|_| {
+                crate::direct::Assembler::aligned(start, run_end - start).1 <= self.len
+            });
+            match direct {
+                Some((file, asm)) => {
+                    let dsync = for_fence && !*unsynced && runs == 1 && end == order.len();
+                    let segs = &order[i..end];
+                    let free = segs[segs.len() - 1].3;
+                    let mut fill = |at: u64, dst: &mut [u8]| fill_from(bytes, segs, at, dst);
+                    asm.write_run(file, start, run_end - start, &mut fill, free, dsync)
+                        .map_err(err)?;
+                    synced = dsync;
                 }
-            })?;
+                None => {
+                    if let Some(asm) = assembler.as_mut() {
+                        asm.invalidate(start, run_end - start);
+                    }
+                    write_run(&self.file, start, bytes, &order[i..end]).map_err(err)?
+                }
+            }
+            if !synced {
+                *unsynced = true;
+            }
             i = end;
         }
         segments.clear();
         bytes.clear();
-        Ok(())
+        Ok(synced)
     }
+}
+
+/// Copies the bytes of the run `segs` (back to back in the file) from `at` (relative to the
+/// run's start) into `dst`.
+fn fill_from(bytes: &[u8], segs: &[Seg], at: u64, dst: &mut [u8]) {
+    let run_start = segs[0].0;
+    let mut done = 0usize;
+    for &(off, from, len, _) in segs {
+        let rel = off - run_start;
+        let want = at + done as u64;
+        if done == dst.len() {
+            break;
+        }
+        if rel + len as u64 <= want {
+            continue;
+        }
+        let skip = (want - rel) as usize;
+        let n = (len - skip).min(dst.len() - done);
+        dst[done..done + n].copy_from_slice(&bytes[from + skip..from + skip + n]);
+        done += n;
+    }
+    debug_assert_eq!(done, dst.len(), "run bytes missing");
+}
+
+/// Copies the bytes of `parts` (back to back) from `at` into `dst`.
+fn fill_parts(parts: &[&[u8]], at: u64, dst: &mut [u8]) {
+    let mut skip = at as usize;
+    let mut done = 0usize;
+    for p in parts {
+        if done == dst.len() {
+            break;
+        }
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        let n = (p.len() - skip).min(dst.len() - done);
+        dst[done..done + n].copy_from_slice(&p[skip..skip + n]);
+        done += n;
+        skip = 0;
+    }
+    debug_assert_eq!(done, dst.len(), "parts too short");
 }
 
 /// Writes the contiguous run `segs` (file offsets ascending, back to back from `start`) with
 /// `pwritev`.
-fn write_run(
-    file: &File,
-    start: u64,
-    bytes: &[u8],
-    segs: &[(u64, usize, usize)],
-) -> std::io::Result<()> {
+fn write_run(file: &File, start: u64, bytes: &[u8], segs: &[Seg]) -> std::io::Result<()> {
     let mut parts: [&[u8]; 16] = [&[]; 16];
     let mut pos = start;
     for chunk in segs.chunks(parts.len()) {
-        for (k, &(_, at, len)) in chunk.iter().enumerate() {
+        for (k, &(_, at, len, _)) in chunk.iter().enumerate() {
             parts[k] = &bytes[at..at + len];
         }
         write_parts_at(file, pos, &parts[..chunk.len()])?;
@@ -316,23 +484,48 @@ impl Region for FileRegion {
         self.write_parts(offset, &[data])
     }
     fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> Result<(), RegionError> {
+        self.write_parts_free(offset, parts, 0)
+    }
+    fn write_parts_free(
+        &self,
+        offset: u64,
+        parts: &[&[u8]],
+        free_after: u64,
+    ) -> Result<(), RegionError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         check_bounds(offset, total as u64, self.len)?;
         let end = offset + total as u64;
         if total > GATHER_MAX {
-            return self.issue_then(|| {
-                write_parts_at(&self.file, offset, parts).map_err(|source| RegionError::Write {
-                    offset,
-                    len: total as u64,
-                    source,
+            return self
+                .issue_then(false, |out| {
+                    let err = |source| RegionError::Write {
+                        offset,
+                        len: total as u64,
+                        source,
+                    };
+                    out.unsynced = true;
+                    let aligned_end = Assembler::aligned(offset, total as u64).1;
+                    match (self.direct.as_ref(), out.assembler.as_mut()) {
+                        (Some(file), Some(asm)) if aligned_end <= self.len => {
+                            let mut fill = |at: u64, dst: &mut [u8]| fill_parts(parts, at, dst);
+                            asm.write_run(file, offset, total as u64, &mut fill, free_after, false)
+                                .map_err(err)
+                        }
+                        (_, asm) => {
+                            if let Some(asm) = asm {
+                                asm.invalidate(offset, total as u64);
+                            }
+                            write_parts_at(&self.file, offset, parts).map_err(err)
+                        }
+                    }
                 })
-            });
+                .map(drop);
         }
         let mut g = self.lock_gathered();
         // A write over gathered bytes: issue those first, so the file sees writes in order.
         if g.segments
             .iter()
-            .any(|&(o, _, l)| o < end && offset < o + l as u64)
+            .any(|&(o, _, l, _)| o < end && offset < o + l as u64)
             || g.bytes.len() + total > GATHER_MAX
         {
             drop(g);
@@ -346,8 +539,9 @@ impl Region for FileRegion {
         match g.segments.last_mut() {
             Some(last) if last.0 + last.2 as u64 == offset && last.1 + last.2 == at => {
                 last.2 += total;
+                last.3 = free_after;
             }
-            _ => g.segments.push((offset, at, total)),
+            _ => g.segments.push((offset, at, total, free_after)),
         }
         Ok(())
     }
@@ -356,22 +550,43 @@ impl Region for FileRegion {
     }
     fn fence(&self) -> Result<(), RegionError> {
         // Writes gathered after `issue` took them out are not covered: the caller fences
-        // what it wrote before calling.
-        self.issue()?;
-        self.file
-            .sync_data()
-            .map_err(|source| RegionError::Sync { source })
+        // what it wrote before calling. The sync runs under the outbox lock, so no issue
+        // slips between it and clearing `unsynced`.
+        self.issue_then(true, |out| {
+            if out.unsynced {
+                self.file
+                    .sync_data()
+                    .map_err(|source| RegionError::Sync { source })?;
+                out.unsynced = false;
+            }
+            Ok(())
+        })
+        .map(drop)
     }
     fn preallocate(&self, offset: u64, len: u64) -> Result<(), RegionError> {
         check_bounds(offset, len, self.len)?;
-        fill_holes(&self.file, offset, len)
-            .map(drop)
-            .map_err(|source| RegionError::Write {
-                offset,
-                len,
-                source,
-            })
+        let filled = fill_holes(&self.file, offset, len).map_err(|source| RegionError::Write {
+            offset,
+            len,
+            source,
+        })?;
+        if filled > 0 && self.direct.is_some() {
+            // The zeros are durable: drop their pages, which direct writes would otherwise
+            // have to invalidate one by one. Advice only; its failure changes nothing.
+            drop_cached(&self.file, offset, len);
+        }
+        Ok(())
     }
+}
+
+/// Asks the kernel to drop the (clean) cached pages of `[offset, offset + len)`.
+pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: advice on a descriptor we own; no memory is passed.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED) };
 }
 
 impl Drop for FileRegion {
@@ -483,6 +698,96 @@ mod tests {
         assert_eq!(on_file(&path, 50, 10), vec![6; 10]);
         assert_eq!(on_file(&path, 60, big.len()), big);
         r.fence().unwrap();
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64, Vec<u8>),
+        Fence,
+        Read(u64, usize),
+    }
+
+    fn op(len: u64) -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0..len, 1usize..9000, any::<u8>()).prop_map(move |(o, n, b)| {
+                let n = n.min((len - o) as usize).max(1);
+                let o = o.min(len - n as u64);
+                Op::Write(o, vec![b; n])
+            }),
+            2 => Just(Op::Fence),
+            1 => (0..len - 64, 1usize..64).prop_map(|(o, n)| Op::Read(o, n)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any sequence of writes, fences and reads, direct or buffered, leaves the file equal
+        /// to a byte array that took the same writes; reads see every write. The region's
+        /// length is not a multiple of the direct block, so its last block goes buffered.
+        #[test]
+        fn the_file_holds_exactly_the_writes_after_each_fence(
+            direct in proptest::bool::ANY,
+            ops in proptest::collection::vec(op(40_000), 1..40),
+        ) {
+            let len = 40_000u64;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let opts = FileOptions { direct: if direct { DirectIo::Auto } else { DirectIo::Off } };
+            let r = FileRegion::open_with(&path, len, opts).unwrap();
+            let mut model = vec![0u8; len as usize];
+            for op in ops {
+                match op {
+                    Op::Write(o, data) => {
+                        r.write(o, &data).unwrap();
+                        model[o as usize..o as usize + data.len()].copy_from_slice(&data);
+                    }
+                    Op::Fence => {
+                        r.fence().unwrap();
+                        proptest::prop_assert!(on_file(&path, 0, len as usize) == model);
+                    }
+                    Op::Read(o, n) => {
+                        let mut got = vec![0u8; n];
+                        r.read(o, &mut got).unwrap();
+                        proptest::prop_assert_eq!(&got[..], &model[o as usize..o as usize + n]);
+                    }
+                }
+            }
+            r.fence().unwrap();
+            proptest::prop_assert!(on_file(&path, 0, len as usize) == model);
+        }
+    }
+
+    #[test]
+    fn writes_go_direct_on_this_file_system_unless_told_not_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let auto = FileRegion::open(&path, 1 << 20).unwrap();
+        let off = FileOptions {
+            direct: DirectIo::Off,
+        };
+        assert!(
+            !FileRegion::open_with(&path, 1 << 20, off)
+                .unwrap()
+                .is_direct()
+        );
+        match FileRegion::open_with(
+            &path,
+            1 << 20,
+            FileOptions {
+                direct: DirectIo::On,
+            },
+        ) {
+            Ok(r) => assert!(r.is_direct() && auto.is_direct()),
+            Err(RegionError::Unsupported { .. }) => {
+                assert!(!auto.is_direct(), "Auto fell back where On failed");
+                eprintln!(
+                    "O_DIRECT refused under {}: buffered only",
+                    dir.path().display()
+                );
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! let dir = std::env::temp_dir().join(format!("keel-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let cfg = LogConfig {
-//!     backend: Backend::File, // or Backend::parse("uring"), Backend::Dax(..), Backend::Sim
+//!     backend: Backend::File(Default::default()), // or Backend::parse("uring"), Backend::Dax(..), Backend::Sim
 //!     path: dir.join("log"),
 //!     region_bytes: 1 << 20,
 //!     log_id: 7,
@@ -133,6 +133,7 @@
 pub mod backend;
 pub mod check;
 pub mod dax;
+mod direct;
 pub mod error;
 pub mod file;
 pub mod layout;
@@ -144,7 +145,7 @@ pub mod uring;
 pub use backend::{Backend, DynLog, LogConfig};
 pub use dax::{DaxFlush, DaxOptions, DaxRegion};
 pub use error::{Location, LogError, RegionError};
-pub use file::FileRegion;
+pub use file::{DirectIo, FileOptions, FileRegion};
 pub use log::{
     LayoutEntry, Log, LogIter, LogOptions, LogStats, Record, Recovered, SyncReport, recover_region,
     scan_layout, scan_region,

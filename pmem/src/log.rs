@@ -588,8 +588,9 @@ impl<R: Region> Log<R> {
             let off = pos % self.capacity;
             if off + size <= self.capacity {
                 // The payload goes to the region as it is, without a copy here.
+                let free = self.free_after(g.head, pos + size);
                 self.region
-                    .write_parts(LOG_AREA_OFF + off, &[hdr, p, padding])?;
+                    .write_parts_free(LOG_AREA_OFF + off, &[hdr, p, padding], free)?;
             } else {
                 // The record wraps around the end of the area: assemble it, write in two.
                 let mut buf = std::mem::take(&mut g.scratch);
@@ -597,7 +598,7 @@ impl<R: Region> Log<R> {
                 buf.extend_from_slice(hdr);
                 buf.extend_from_slice(p);
                 buf.extend_from_slice(padding);
-                let res = self.write_circ(pos, &buf);
+                let res = self.write_circ(pos, &buf, g.head);
                 g.scratch = buf;
                 res?;
             }
@@ -815,12 +816,17 @@ impl<R: Region> Log<R> {
             plan.new_tail >= plan.old_tail && plan.head <= plan.new_tail,
             "commit moves backwards"
         );
+        // The mark goes to the region under the mutex, before records staged after it.
+        let marked = match plan.mark {
+            Some((at, body)) => self.write_mark(at, &body, g.head),
+            None => Ok(()),
+        };
         g.committing = true;
         self.busy.store(true, Ordering::SeqCst);
         g.planned_tail = g.planned_tail.max(plan.new_tail);
         drop(g);
         let started = Instant::now();
-        let res = self.commit_io(&plan);
+        let res = marked.and_then(|()| self.commit_io(&plan));
         let took = started.elapsed();
         let mut g = self.lock();
         g.committing = false;
@@ -858,16 +864,27 @@ impl<R: Region> Log<R> {
         res.map(|()| g)
     }
 
+    /// Writes the commit mark `body` at `at`. Runs under the mutex, like every write into the
+    /// log area, so the free space it declares after itself is exact.
+    fn write_mark(&self, at: u64, body: &CommitMark, head: u64) -> Result<(), LogError> {
+        let mut bytes = [0u8; MARK_SIZE as usize];
+        let len = MARK_FLAG | MARK_BODY_LEN;
+        let crc = record_crc(len, at, bytemuck::bytes_of(body));
+        let hdr = RecordHeader { len, crc, pos: at };
+        bytes[..RECORD_HEADER_LEN as usize].copy_from_slice(bytemuck::bytes_of(&hdr));
+        bytes[RECORD_HEADER_LEN as usize..].copy_from_slice(bytemuck::bytes_of(body));
+        self.write_circ(at, &bytes, head)
+    }
+
+    /// The free bytes of the area right after logical position `end` (the last staged byte),
+    /// up to the head's lap and not past the end of the area: nothing there is read until it
+    /// is written again ([`Region::write_parts_free`]).
+    fn free_after(&self, head: u64, end: u64) -> u64 {
+        let phys_end = (end - 1) % self.capacity + 1;
+        (head + self.capacity - end).min(self.capacity - phys_end)
+    }
+
     fn commit_io(&self, plan: &Plan) -> Result<(), LogError> {
-        if let Some((at, body)) = plan.mark {
-            let mut bytes = [0u8; MARK_SIZE as usize];
-            let len = MARK_FLAG | MARK_BODY_LEN;
-            let crc = record_crc(len, at, bytemuck::bytes_of(&body));
-            let hdr = RecordHeader { len, crc, pos: at };
-            bytes[..RECORD_HEADER_LEN as usize].copy_from_slice(bytemuck::bytes_of(&hdr));
-            bytes[RECORD_HEADER_LEN as usize..].copy_from_slice(bytemuck::bytes_of(&body));
-            self.write_circ(at, &bytes)?;
-        }
         if plan.new_tail > plan.old_tail {
             self.flush_circ(plan.old_tail, plan.new_tail - plan.old_tail)?;
         }
@@ -887,12 +904,19 @@ impl<R: Region> Log<R> {
         Ok(())
     }
 
-    fn write_circ(&self, pos: u64, data: &[u8]) -> Result<(), LogError> {
+    /// Writes `data` at logical position `pos`, wrapping at the end of the area; it ends at
+    /// the last staged byte, so what follows it (to `head`'s lap) is declared free.
+    fn write_circ(&self, pos: u64, data: &[u8], head: u64) -> Result<(), LogError> {
         let off = pos % self.capacity;
         let first = (data.len() as u64).min(self.capacity - off) as usize;
-        self.region.write(LOG_AREA_OFF + off, &data[..first])?;
+        let free = self.free_after(head, pos + data.len() as u64);
         if first < data.len() {
-            self.region.write(LOG_AREA_OFF, &data[first..])?;
+            self.region.write(LOG_AREA_OFF + off, &data[..first])?;
+            self.region
+                .write_parts_free(LOG_AREA_OFF, &[&data[first..]], free)?;
+        } else {
+            self.region
+                .write_parts_free(LOG_AREA_OFF + off, &[data], free)?;
         }
         Ok(())
     }

@@ -44,6 +44,21 @@ pub trait Region: Send + Sync + std::fmt::Debug {
         }
         Ok(())
     }
+    /// As [`Region::write_parts`], and tells the region that the `free_after` bytes after
+    /// the written ones are free space: nobody reads them until they are written again, so
+    /// the region may store anything there until then. A direct-I/O backend uses it to fill
+    /// the rest of the last block with zeros instead of reading what the file held there.
+    /// The log calls it for every write into its area, with the free space between the write
+    /// and the head. Default: `write_parts` (the bytes keep their values).
+    fn write_parts_free(
+        &self,
+        offset: u64,
+        parts: &[&[u8]],
+        free_after: u64,
+    ) -> Result<(), RegionError> {
+        let _ = free_after;
+        self.write_parts(offset, parts)
+    }
     /// Starts write-back of `[offset, offset + len)` (cache-line write-back on DAX; a no-op on
     /// block backends, whose `fence` syncs everything written).
     fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError>;
@@ -75,6 +90,14 @@ impl<R: Region + ?Sized> Region for Box<R> {
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
         (**self).write(offset, data)
     }
+    fn write_parts_free(
+        &self,
+        offset: u64,
+        parts: &[&[u8]],
+        free_after: u64,
+    ) -> Result<(), RegionError> {
+        (**self).write_parts_free(offset, parts, free_after)
+    }
     fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError> {
         (**self).flush(offset, len)
     }
@@ -101,6 +124,14 @@ impl<R: Region + ?Sized> Region for std::sync::Arc<R> {
     }
     fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> Result<(), RegionError> {
         (**self).write_parts(offset, parts)
+    }
+    fn write_parts_free(
+        &self,
+        offset: u64,
+        parts: &[&[u8]],
+        free_after: u64,
+    ) -> Result<(), RegionError> {
+        (**self).write_parts_free(offset, parts, free_after)
     }
     fn flush(&self, offset: u64, len: u64) -> Result<(), RegionError> {
         (**self).flush(offset, len)

@@ -7,7 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use keel_pmem::{
-    DaxOptions, DaxRegion, FileRegion, Region, RegionError, SimRegion, UringOptions, UringRegion,
+    DaxOptions, DaxRegion, DirectIo, FileOptions, FileRegion, Region, RegionError, SimRegion,
+    UringOptions, UringRegion,
 };
 
 fn tempfile_opener(
@@ -38,11 +39,34 @@ mod sim {
     crate::conformance_suite!(fixture());
 }
 
+/// `file` with its default, direct I/O where the file system allows it (it does on ext4, xfs
+/// and tmpfs since Linux 6.6; the fixture says when it fell back).
 mod file {
     use super::*;
     fn fixture() -> Result<crate::common::Opener, String> {
         Ok(tempfile_opener(|p, len| {
-            Ok(Box::new(FileRegion::open(p, len)?))
+            let r = FileRegion::open(p, len)?;
+            if !r.is_direct() {
+                eprintln!(
+                    "note: O_DIRECT refused under {}: `file` runs buffered here",
+                    p.display()
+                );
+            }
+            Ok(Box::new(r))
+        }))
+    }
+    crate::conformance_suite!(fixture());
+}
+
+/// `file` through the page cache (`pwrite` + `fdatasync`).
+mod file_buffered {
+    use super::*;
+    fn fixture() -> Result<crate::common::Opener, String> {
+        Ok(tempfile_opener(|p, len| {
+            let opts = FileOptions {
+                direct: DirectIo::Off,
+            };
+            Ok(Box::new(FileRegion::open_with(p, len, opts)?))
         }))
     }
     crate::conformance_suite!(fixture());

@@ -2,7 +2,7 @@
 //! threads and prints every append it was told is durable; the parent kills it with SIGKILL at
 //! a random moment, recovers the log, and checks that every acknowledged append is there (unless
 //! the child had durably released it with `advance_head`) and that each thread's records form
-//! a gap-free run. 100 kills per backend (`file`, `uring`); the child reopens the same log every
+//! a gap-free run. 100 kills per backend (`file` with direct I/O, `file-buffered`, `uring`); the child reopens the same log every
 //! time, so later runs recover logs that earlier kills left, and the log wraps.
 //!
 //! `KEEL_KILL9_ITERS` and `KEEL_KILL9_SEED` override the kill count and the seed.
@@ -49,7 +49,7 @@ fn config(backend: &str, path: &Path) -> LogConfig {
                 staging_bytes: 64 * 1024,
                 ring_entries: 32,
             }),
-            _ => Backend::File,
+            other => Backend::parse(other).expect("a backend name"),
         },
         path: path.to_path_buf(),
         region_bytes: REGION_BYTES,
@@ -221,7 +221,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|d| d.as_secs())
                 .unwrap_or(1)
         });
-    for backend in ["file", "uring"] {
+    for backend in ["file", "file-buffered", "uring"] {
         if backend == "uring" {
             let dir = tempfile::tempdir()?;
             if let Err(e) =

@@ -22,7 +22,7 @@ fn text(o: &Output) -> (String, String) {
 
 fn make_log(path: &Path) -> Vec<u64> {
     let cfg = LogConfig {
-        backend: Backend::File,
+        backend: Backend::File(Default::default()),
         path: path.to_path_buf(),
         region_bytes: 64 * 1024,
         log_id: 77,
