@@ -52,7 +52,7 @@ section() { # name: the Markdown of its report, or why there is none
 }
 
 run limits limits --dir "$data"
-run log log --dir "$data"
+run log log --dir "$data" --backends file,file-buffered,uring,uring-buffered,dax
 run ring ring
 
 etcd_json=()

@@ -7,8 +7,11 @@
 //! [`limits::INTERLEAVE_ROUNDS`] rounds in which each runs for a tenth of `--duration-ms`, in
 //! rotating order, so that drift on a shared machine weighs on each alike):
 //! - the limit `pwrite-fdatasync-<size>` (see [`limits::pwrite_fdatasync`]) and the floors
-//!   under one log commit, `pwrite-fdatasync-<size>-record` and `uring-fdatasync-<size>-record`
-//!   (the same bytes as one commit, no log);
+//!   under one log commit (the same bytes as one commit, no log): `direct-dsync-<size>-record`
+//!   for `file` and `uring` (one `O_DIRECT` write with `RWF_DSYNC` of the blocks they cover;
+//!   where the file system refuses `O_DIRECT` they are buffered and get the next floors),
+//!   `pwrite-fdatasync-<size>-record` for `file-buffered` and `uring-fdatasync-<size>-record`
+//!   for `uring-buffered`;
 //! - `log-<backend>-<size>-single`: one thread calling `Log::append` back to back; every call
 //!   is durable when it returns;
 //! - `log-<backend>-<size>-group<N>`: `N` threads appending concurrently to one log (group
@@ -254,21 +257,26 @@ fn run_payload(
     let limit_name = bare.name.clone();
     let mut specs = vec![bare];
     let mut floors = Vec::new();
-    // `file` writes with O_DIRECT where the file system allows it; its floor does the same.
-    let file_kind = if direct_io_works(&o.dir) {
-        SyncKind::DirectDsync
+    // `file` and `uring` write with O_DIRECT where the file system allows it; their floor
+    // does the same (one direct RWF_DSYNC write of the commit's blocks).
+    let direct = direct_io_works(&o.dir);
+    let (file_kind, uring_kind) = if direct {
+        (SyncKind::DirectDsync, SyncKind::DirectDsync)
     } else {
-        SyncKind::Pwrite
+        (SyncKind::Pwrite, SyncKind::UringLinked)
     };
     for (backend, kind) in [
         ("file", file_kind),
         ("file-buffered", SyncKind::Pwrite),
-        ("uring", SyncKind::UringLinked),
+        ("uring", uring_kind),
+        ("uring-buffered", SyncKind::UringLinked),
     ] {
         if o.backends.iter().any(|b| b == backend) {
             let f = SyncSpec::log_commit_floor(&o.dir, payload, kind);
             floors.push((backend, f.name.clone()));
-            specs.push(f);
+            if !specs.iter().any(|s| s.name == f.name) {
+                specs.push(f);
+            }
         }
     }
     let mut subjects = Vec::new();

@@ -745,7 +745,9 @@ struct LogArgs {
     /// A DAX-mounted directory for the dax backend (default: $KEEL_DAX_DIR; skipped without).
     #[arg(long, env = "KEEL_DAX_DIR")]
     dax_dir: Option<PathBuf>,
-    /// Backends to measure (file, uring, dax; sim is not a durability backend).
+    /// Backends to measure (file and uring: direct I/O where the file system allows it;
+    /// file-buffered: pwrite + fdatasync; uring-buffered; dax; sim is not a durability
+    /// backend).
     #[arg(long, value_delimiter = ',', default_value = "file,uring,dax")]
     backends: Vec<String>,
     /// Payload sizes in bytes.

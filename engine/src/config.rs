@@ -252,8 +252,10 @@ impl Default for Runtime {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Durability {
-    /// Log backend: `file` (pwrite + fdatasync), `uring` (io_uring), `dax` (NVM mapping) or
-    /// `memory` (nothing survives the process; tests and demos only).
+    /// Log backend: `file` (direct I/O where the file system allows it, else pwrite +
+    /// fdatasync), `file-buffered` (pwrite + fdatasync through the page cache), `uring`
+    /// (io_uring), `dax` (NVM mapping) or `memory` (nothing survives the process; tests and
+    /// demos only).
     pub log_backend: String,
     /// Size of the log region in bytes.
     pub log_capacity_bytes: u64,
@@ -585,10 +587,13 @@ impl Config {
             return Err(invalid("runtime.spin_us", "spin at most 1000000 us (1 s)"));
         }
         let d = &self.durability;
-        if !["file", "uring", "dax", "memory"].contains(&d.log_backend.as_str()) {
+        if !["file", "file-buffered", "uring", "dax", "memory"].contains(&d.log_backend.as_str()) {
             return Err(invalid(
                 "durability.log_backend",
-                format!("`{}` is not one of file, uring, dax, memory", d.log_backend),
+                format!(
+                    "`{}` is not one of file, file-buffered, uring, dax, memory",
+                    d.log_backend
+                ),
             ));
         }
         if d.log_capacity_bytes < (1 << 20) {

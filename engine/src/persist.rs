@@ -106,10 +106,18 @@ pub fn open_log(
     log_id: u64,
 ) -> Result<(DynLog, PersistentState), StartError> {
     let path = log_path(data_dir);
+    let file_opts = |backend: &str| keel_pmem::FileOptions {
+        direct: if backend == "file-buffered" {
+            keel_pmem::DirectIo::Off
+        } else {
+            keel_pmem::DirectIo::Auto
+        },
+    };
     let region: Box<dyn Region> = match backend {
         "memory" => Box::new(MemRegion::new(capacity_bytes)),
-        "file" => Box::new(
-            FileRegion::open(&path, capacity_bytes).map_err(|e| log_err(&path, "open file", e))?,
+        "file" | "file-buffered" => Box::new(
+            FileRegion::open_with(&path, capacity_bytes, file_opts(backend))
+                .map_err(|e| log_err(&path, "open file", e))?,
         ),
         "uring" => Box::new(
             keel_pmem::UringRegion::open(&path, capacity_bytes, Default::default())
@@ -123,7 +131,7 @@ pub fn open_log(
             return Err(log_err(
                 &path,
                 "unknown backend",
-                format!("`{other}` (use file, uring, dax or memory)"),
+                format!("`{other}` (use file, file-buffered, uring, dax or memory)"),
             ));
         }
     };
@@ -133,8 +141,8 @@ pub fn open_log(
             // A fresh region: format it. `open` consumed the region, so reopen it.
             let region: Box<dyn Region> = match backend {
                 "memory" => Box::new(MemRegion::new(capacity_bytes)),
-                "file" => Box::new(
-                    FileRegion::open(&path, capacity_bytes)
+                "file" | "file-buffered" => Box::new(
+                    FileRegion::open_with(&path, capacity_bytes, file_opts(backend))
                         .map_err(|e| log_err(&path, "open file", e))?,
                 ),
                 "uring" => Box::new(

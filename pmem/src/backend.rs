@@ -26,7 +26,7 @@ pub enum Backend {
 impl Backend {
     /// Parses `dax`, `dax-msync` (dax with the msync fallback), `uring`, `file` (direct I/O
     /// where the file system allows it), `file-buffered` (`pwrite` + `fdatasync` through the
-    /// page cache), `sim`.
+    /// page cache), `uring-buffered` (io_uring without direct I/O), `sim`.
     pub fn parse(name: &str) -> Option<Backend> {
         Some(match name {
             "dax" => Backend::Dax(DaxOptions::default()),
@@ -35,6 +35,10 @@ impl Backend {
                 ..DaxOptions::default()
             }),
             "uring" => Backend::Uring(UringOptions::default()),
+            "uring-buffered" => Backend::Uring(UringOptions {
+                direct: DirectIo::Off,
+                ..UringOptions::default()
+            }),
             "file" => Backend::File(FileOptions::default()),
             "file-buffered" => Backend::File(FileOptions {
                 direct: DirectIo::Off,
@@ -48,6 +52,10 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Dax(_) => "dax",
+            Backend::Uring(UringOptions {
+                direct: DirectIo::Off,
+                ..
+            }) => "uring-buffered",
             Backend::Uring(_) => "uring",
             Backend::File(FileOptions {
                 direct: DirectIo::Off,

@@ -124,7 +124,25 @@ impl Assembler {
         free_after: u64,
         dsync: bool,
     ) -> std::io::Result<()> {
-        let res = self.write_run_inner(direct, offset, len, fill, free_after, dsync);
+        let mut write = |data: &[u8], at: u64| -> std::io::Result<()> {
+            write_all_direct(direct, data, at, dsync)
+        };
+        self.write_run_with(direct, offset, len, fill, free_after, &mut write)
+    }
+
+    /// As [`Assembler::write_run`], with `write(blocks, at)` doing each aligned write (it
+    /// must have written all of `blocks` at `at` when it returns). `direct` only serves reads
+    /// of partial blocks.
+    pub(crate) fn write_run_with(
+        &mut self,
+        direct: &File,
+        offset: u64,
+        len: u64,
+        fill: &mut dyn FnMut(u64, &mut [u8]),
+        free_after: u64,
+        write: &mut dyn FnMut(&[u8], u64) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let res = self.write_run_inner(direct, offset, len, fill, free_after, write);
         if res.is_err() {
             self.forget();
         }
@@ -138,7 +156,7 @@ impl Assembler {
         len: u64,
         fill: &mut dyn FnMut(u64, &mut [u8]),
         free_after: u64,
-        dsync: bool,
+        write: &mut dyn FnMut(&[u8], u64) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let end = offset + len;
         let (astart, aend) = Self::aligned(offset, len);
@@ -167,7 +185,7 @@ impl Assembler {
             let (s, e) = (offset.max(at), end.min(stop));
             let dst = &mut self.buf.as_mut_slice()[(s - at) as usize..(e - at) as usize];
             fill(s - offset, dst);
-            write_all_direct(direct, &self.buf.as_mut_slice()[..n], at, dsync)?;
+            write(&self.buf.as_mut_slice()[..n], at)?;
             self.remember(at, n, head_partial, stop > end);
             at = stop;
         }
@@ -215,10 +233,12 @@ impl Assembler {
                 c.bytes.copy_from_slice(&buf[o..o + b]);
             }
         }
-        if head {
-            self.insert(at, 0);
+        if head && n > b {
+            // The run filled the block from its start on: a log never writes it partially
+            // again before the next lap, so it is not worth a place.
+            self.cache.retain(|c| c.at != at);
         }
-        if tail {
+        if tail || (head && n == b) {
             self.insert(end - BLOCK, n - b);
         }
     }

@@ -13,6 +13,15 @@
 //! builds on that. `read` waits for an in-flight fence, reads the file with `pread` and overlays
 //! the staged, not yet submitted writes.
 //!
+//! **Direct I/O.** By default ([`DirectIo::Auto`]) the file is also opened with `O_DIRECT`
+//! where the file system allows it. Each coalesced write then goes out as whole 4 KiB blocks
+//! (laid out by the same assembler as the `file` backend's, see the `direct` module) with one
+//! io_uring `WRITE` from its aligned buffer, and a fence of one write carries `RWF_DSYNC`. A
+//! direct `RWF_DSYNC` write completes from the device's interrupt, where a buffered one is
+//! handed to an io-wq worker: on the machine we measured that brought the io_uring commit from
+//! 1.05-1.09x to 0.93-1.00x of a buffered `pwrite` + `fdatasync` (a C loop of the same calls).
+//! The staging buffers stay registered; the direct writes come from the assembler's buffer.
+//!
 //! If the kernel (or a seccomp filter) refuses io_uring, [`UringRegion::open`] returns
 //! [`RegionError::Unsupported`].
 
@@ -25,7 +34,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
+use crate::direct::Assembler;
 use crate::error::RegionError;
+use crate::file::DirectIo;
 use crate::region::{Region, check_bounds};
 
 /// Options of the `uring` backend.
@@ -35,6 +46,8 @@ pub struct UringOptions {
     pub staging_bytes: usize,
     /// Submission queue entries.
     pub ring_entries: u32,
+    /// Direct I/O (default: where the file system allows it).
+    pub direct: DirectIo,
 }
 
 impl Default for UringOptions {
@@ -42,6 +55,7 @@ impl Default for UringOptions {
         UringOptions {
             staging_bytes: 1 << 20,
             ring_entries: 64,
+            direct: DirectIo::Auto,
         }
     }
 }
@@ -79,6 +93,8 @@ struct Pending {
     file_off: u64,
     buf_off: usize,
     len: usize,
+    /// Free bytes after it ([`Region::write_parts_free`]).
+    free: u64,
 }
 
 struct Staging {
@@ -99,6 +115,8 @@ struct Ring {
     expected: Vec<i32>,
     /// Completions read back.
     cqes: Vec<(u64, i32)>,
+    /// Lays direct writes out in whole blocks (`Some` when writes go direct).
+    assembler: Option<Assembler>,
 }
 
 /// The io_uring region.
@@ -108,6 +126,8 @@ pub struct UringRegion {
     staging: Mutex<Staging>,
     bufs: [RawBuf; 2],
     file: File,
+    /// The same file opened with `O_DIRECT`, when writes go direct.
+    direct: Option<File>,
     len: u64,
     entries: usize,
     path: PathBuf,
@@ -121,6 +141,7 @@ impl std::fmt::Debug for UringRegion {
         f.debug_struct("UringRegion")
             .field("path", &self.path)
             .field("len", &self.len)
+            .field("direct", &self.direct.is_some())
             .finish()
     }
 }
@@ -145,6 +166,7 @@ impl UringRegion {
         assert!(opts.staging_bytes >= 4096, "staging buffer too small");
         assert!(opts.ring_entries >= 4, "ring too small");
         let (file, len) = crate::file::open_sized(path, len_bytes)?;
+        let direct = opts.direct.open("uring", path, len)?;
         let ring = IoUring::new(opts.ring_entries)
             .map_err(|e| unsupported("io_uring_setup refused", e))?;
         let bufs = [
@@ -169,6 +191,7 @@ impl UringRegion {
                 merged: Vec::new(),
                 expected: Vec::new(),
                 cqes: Vec::new(),
+                assembler: direct.as_ref().map(|_| Assembler::new()),
             }),
             staging: Mutex::new(Staging {
                 index: 0,
@@ -177,6 +200,7 @@ impl UringRegion {
             }),
             bufs,
             file,
+            direct,
             len,
             entries: opts.ring_entries as usize,
             path: path.to_path_buf(),
@@ -189,6 +213,17 @@ impl UringRegion {
             other => other,
         })?;
         Ok(region)
+    }
+
+    /// Whether writes go to the file with `O_DIRECT`.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Blocks read back from the file so far to complete the partial first or last block of
+    /// a direct write (0 when writes go through the page cache).
+    pub fn direct_block_reads(&self) -> u64 {
+        self.lock_ring().assembler.as_ref().map_or(0, |a| a.reads)
     }
 
     fn lock_ring(&self) -> MutexGuard<'_, Ring> {
@@ -208,6 +243,7 @@ impl UringRegion {
             merged,
             expected,
             cqes,
+            assembler,
         } = &mut *guard;
         let index = {
             let mut st = self.lock_staging();
@@ -227,9 +263,13 @@ impl UringRegion {
                         && m.buf_off + m.len == w.buf_off =>
                 {
                     m.len += w.len;
+                    m.free = w.free;
                 }
                 _ => merged.push(w),
             }
+        }
+        if let (Some(direct), Some(asm)) = (self.direct.as_ref(), assembler.as_mut()) {
+            return self.submit_direct(ring, direct, asm, merged, index, sync);
         }
         // A fence of one write, with nothing written since the last sync outside it, is one
         // `WRITE_FIXED` with `RWF_DSYNC` (durable on completion, like the write followed by
@@ -335,6 +375,154 @@ impl UringRegion {
     }
 }
 
+impl UringRegion {
+    /// Copies `data` into the staging buffer for `offset` (submitting the other buffer's
+    /// writes when this one is full); `free` bytes after it are free space.
+    fn stage(&self, offset: u64, data: &[u8], free: u64) -> Result<(), RegionError> {
+        check_bounds(offset, data.len() as u64, self.len)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let mut st = self.lock_staging();
+            let cap = self.bufs[st.index].len;
+            let room = cap - st.used;
+            if room == 0 {
+                drop(st);
+                self.submit(false)?;
+                continue;
+            }
+            let n = room.min(data.len() - done);
+            let at = st.used;
+            // SAFETY: `at + n <= cap`: inside the staging buffer, which only this lock's
+            // holder writes and the kernel does not read until a submit swaps it out.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr().add(done),
+                    self.bufs[st.index].ptr.add(at),
+                    n,
+                );
+            }
+            st.writes.push(Pending {
+                file_off: offset + done as u64,
+                buf_off: at,
+                len: n,
+                free: if done + n == data.len() { free } else { 0 },
+            });
+            st.used += n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The direct-I/O form of a submission: each coalesced write goes out as whole blocks (one
+    /// `WRITE` from the assembler's aligned buffer, waited for), with `RWF_DSYNC` when the fence
+    /// covers exactly that one write and nothing unsynced precedes it; otherwise the writes,
+    /// then an `FSYNC(DATASYNC)`.
+    fn submit_direct(
+        &self,
+        ring: &mut IoUring,
+        direct: &File,
+        asm: &mut Assembler,
+        merged: &[Pending],
+        index: usize,
+        sync: bool,
+    ) -> Result<(), RegionError> {
+        let dsync = sync && merged.len() == 1 && !self.unsynced.load(Ordering::Relaxed);
+        let buf = &self.bufs[index];
+        for w in merged {
+            assert!(w.buf_off + w.len <= buf.len, "staged write outside buffer");
+            // SAFETY: `buf_off + len` is inside registered buffer `index`, which nobody
+            // writes until this submission returns (writers use the other one).
+            let src = unsafe { std::slice::from_raw_parts(buf.ptr.add(w.buf_off), w.len) };
+            let err = |source| RegionError::Write {
+                offset: w.file_off,
+                len: w.len as u64,
+                source,
+            };
+            if Assembler::aligned(w.file_off, w.len as u64).1 > self.len {
+                // The file's last, partial block: through the page cache.
+                asm.invalidate(w.file_off, w.len as u64);
+                self.file.write_all_at(src, w.file_off).map_err(err)?;
+            } else {
+                let mut fill = |at: u64, dst: &mut [u8]| {
+                    dst.copy_from_slice(&src[at as usize..at as usize + dst.len()]);
+                };
+                let mut write =
+                    |blocks: &[u8], at: u64| uring_write(ring, direct, blocks, at, dsync);
+                asm.write_run_with(
+                    direct,
+                    w.file_off,
+                    w.len as u64,
+                    &mut fill,
+                    w.free,
+                    &mut write,
+                )
+                .map_err(err)?;
+            }
+            if !dsync {
+                self.unsynced.store(true, Ordering::Relaxed);
+            }
+        }
+        if sync && !dsync {
+            let e = opcode::Fsync::new(types::Fd(self.file.as_raw_fd()))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(0);
+            let res = submit_one(ring, &e).map_err(|source| RegionError::Sync { source })?;
+            if res < 0 {
+                return Err(RegionError::Sync {
+                    source: std::io::Error::from_raw_os_error(-res),
+                });
+            }
+        }
+        if sync {
+            self.unsynced.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Submits `e` alone and returns its completion's result.
+fn submit_one(ring: &mut IoUring, e: &squeue::Entry) -> std::io::Result<i32> {
+    // SAFETY: the caller keeps what the entry references alive until this returns, and this
+    // returns only after the entry's completion.
+    unsafe { ring.submission().push(e) }
+        .map_err(|_| std::io::Error::other("submission queue full"))?;
+    loop {
+        ring.submit_and_wait(1)?;
+        if let Some(c) = ring.completion().next() {
+            return Ok(c.result());
+        }
+    }
+}
+
+/// Writes `blocks` (aligned memory, whole blocks) at `at` through the `O_DIRECT` descriptor
+/// with one io_uring `WRITE`, with `RWF_DSYNC` when `dsync`, and waits for it.
+fn uring_write(
+    ring: &mut IoUring,
+    direct: &File,
+    blocks: &[u8],
+    at: u64,
+    dsync: bool,
+) -> std::io::Result<()> {
+    let len = u32::try_from(blocks.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let e = opcode::Write::new(types::Fd(direct.as_raw_fd()), blocks.as_ptr(), len)
+        .offset(at)
+        .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
+        .build()
+        .user_data(0);
+    // `blocks` is borrowed for the whole call, and `submit_one` waits for the completion.
+    let res = submit_one(ring, &e)?;
+    if res < 0 {
+        return Err(std::io::Error::from_raw_os_error(-res));
+    }
+    if res as u32 != len {
+        return Err(std::io::Error::other(format!(
+            "short direct write {res} of {len}"
+        )));
+    }
+    Ok(())
+}
+
 impl Region for UringRegion {
     fn backend(&self) -> &'static str {
         "uring"
@@ -371,35 +559,21 @@ impl Region for UringRegion {
         Ok(())
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), RegionError> {
-        check_bounds(offset, data.len() as u64, self.len)?;
-        let mut done = 0usize;
-        while done < data.len() {
-            let mut st = self.lock_staging();
-            let cap = self.bufs[st.index].len;
-            let room = cap - st.used;
-            if room == 0 {
-                drop(st);
-                self.submit(false)?;
-                continue;
-            }
-            let n = room.min(data.len() - done);
-            let at = st.used;
-            // SAFETY: `at + n <= cap`: inside the staging buffer, which only this lock's
-            // holder writes and the kernel does not read until a submit swaps it out.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    data.as_ptr().add(done),
-                    self.bufs[st.index].ptr.add(at),
-                    n,
-                );
-            }
-            st.writes.push(Pending {
-                file_off: offset + done as u64,
-                buf_off: at,
-                len: n,
-            });
-            st.used += n;
-            done += n;
+        self.stage(offset, data, 0)
+    }
+    fn write_parts_free(
+        &self,
+        offset: u64,
+        parts: &[&[u8]],
+        free_after: u64,
+    ) -> Result<(), RegionError> {
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        check_bounds(offset, total, self.len)?;
+        let mut at = offset;
+        for (i, p) in parts.iter().enumerate() {
+            let free = if i + 1 == parts.len() { free_after } else { 0 };
+            self.stage(at, p, free)?;
+            at += p.len() as u64;
         }
         Ok(())
     }
@@ -413,12 +587,16 @@ impl Region for UringRegion {
         check_bounds(offset, len, self.len)?;
         // Staged writes into the range land after these zeros (they are submitted later), and
         // holes read as zeros, so reads never see a difference.
-        crate::file::fill_holes(&self.file, offset, len)
-            .map(drop)
-            .map_err(|source| RegionError::Write {
+        let filled = crate::file::fill_holes(&self.file, offset, len).map_err(|source| {
+            RegionError::Write {
                 offset,
                 len,
                 source,
-            })
+            }
+        })?;
+        if filled > 0 && self.direct.is_some() {
+            crate::file::drop_cached(&self.file, offset, len);
+        }
+        Ok(())
     }
 }

@@ -95,6 +95,26 @@ mod uring {
         let opts = UringOptions {
             staging_bytes: 8192,
             ring_entries: 8,
+            ..UringOptions::default()
+        };
+        Ok(tempfile_opener(move |p, len| {
+            Ok(Box::new(UringRegion::open(p, len, opts)?))
+        }))
+    }
+    crate::conformance_suite!(fixture());
+}
+
+/// `uring` through the page cache (write chains linked to fdatasync).
+mod uring_buffered {
+    use super::*;
+    fn fixture() -> Result<crate::common::Opener, String> {
+        if let Some(reason) = uring_unsupported() {
+            return Err(reason);
+        }
+        let opts = UringOptions {
+            staging_bytes: 8192,
+            ring_entries: 8,
+            direct: DirectIo::Off,
         };
         Ok(tempfile_opener(move |p, len| {
             Ok(Box::new(UringRegion::open(p, len, opts)?))

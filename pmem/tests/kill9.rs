@@ -2,7 +2,7 @@
 //! threads and prints every append it was told is durable; the parent kills it with SIGKILL at
 //! a random moment, recovers the log, and checks that every acknowledged append is there (unless
 //! the child had durably released it with `advance_head`) and that each thread's records form
-//! a gap-free run. 100 kills per backend (`file` with direct I/O, `file-buffered`, `uring`); the child reopens the same log every
+//! a gap-free run. 100 kills per backend (`file` and `uring` with direct I/O, `file-buffered`, `uring-buffered`); the child reopens the same log every
 //! time, so later runs recover logs that earlier kills left, and the log wraps.
 //!
 //! `KEEL_KILL9_ITERS` and `KEEL_KILL9_SEED` override the kill count and the seed.
@@ -45,9 +45,13 @@ fn parse(p: &[u8]) -> (u32, u8, u32) {
 fn config(backend: &str, path: &Path) -> LogConfig {
     LogConfig {
         backend: match backend {
-            "uring" => Backend::Uring(UringOptions {
+            "uring" | "uring-buffered" => Backend::Uring(UringOptions {
                 staging_bytes: 64 * 1024,
                 ring_entries: 32,
+                direct: match Backend::parse(backend) {
+                    Some(Backend::Uring(o)) => o.direct,
+                    _ => keel_pmem::DirectIo::Auto,
+                },
             }),
             other => Backend::parse(other).expect("a backend name"),
         },
@@ -221,8 +225,8 @@ fn main() -> anyhow::Result<()> {
                 .map(|d| d.as_secs())
                 .unwrap_or(1)
         });
-    for backend in ["file", "file-buffered", "uring"] {
-        if backend == "uring" {
+    for backend in ["file", "file-buffered", "uring", "uring-buffered"] {
+        if backend.starts_with("uring") {
             let dir = tempfile::tempdir()?;
             if let Err(e) =
                 keel_pmem::UringRegion::open(&dir.path().join("p"), 4096, UringOptions::default())

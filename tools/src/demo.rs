@@ -47,7 +47,8 @@ pub struct DemoArgs {
     /// Transport between the replicas.
     #[arg(long, value_enum, default_value_t = DemoTransport::Shm)]
     transport: DemoTransport,
-    /// Log backend: file (pwrite + fdatasync, durable), uring, or memory.
+    /// Log backend: file (durable; direct I/O where the file system allows it),
+    /// file-buffered (pwrite + fdatasync), uring, or memory.
     #[arg(long, default_value = "file")]
     log: String,
     /// Keep the data here instead of a temporary directory.
