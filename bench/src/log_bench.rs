@@ -18,6 +18,12 @@
 //!   commit: appends that arrive during a commit share the next one); latency per append,
 //!   throughput of all threads together. Between its slices the threads park.
 //!
+//! The bare loop and the floors write at consecutive offsets wrapping within a region as large
+//! as the log's (`--region-mib`), so both spread their writes over the same span: on the
+//! virtual disk this was built on, the same log measured 1.07x the bare loop with a 4 MiB log
+//! region and 1.17x with 64 MiB, against a bare loop over 1 MiB (`keel-bench limits` keeps the
+//! 1 MiB loop).
+//!
 //! Then the device's grouped limit `pwrite-fdatasync-<size>x<N>` (N appends per sync) on its
 //! own.
 //!
@@ -253,7 +259,8 @@ fn run_payload(
     // The bare loop, the floors under one log commit (the same bytes, no log) for the file and
     // uring backends, and each backend's single appender are measured interleaved (slices in
     // turn), so that drift on the machine weighs on each alike.
-    let bare = SyncSpec::pwrite_fdatasync(&o.dir, payload);
+    // The bare loop and the floors write over the same span as the log's region.
+    let bare = SyncSpec::pwrite_fdatasync(&o.dir, payload).spanning(o.region_bytes);
     let limit_name = bare.name.clone();
     let mut specs = vec![bare];
     let mut floors = Vec::new();
@@ -272,7 +279,7 @@ fn run_payload(
         ("uring-buffered", SyncKind::UringLinked),
     ] {
         if o.backends.iter().any(|b| b == backend) {
-            let f = SyncSpec::log_commit_floor(&o.dir, payload, kind);
+            let f = SyncSpec::log_commit_floor(&o.dir, payload, kind).spanning(o.region_bytes);
             floors.push((backend, f.name.clone()));
             if !specs.iter().any(|s| s.name == f.name) {
                 specs.push(f);
