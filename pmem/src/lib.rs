@@ -115,14 +115,15 @@
 //!
 //! # Speed
 //!
-//! A durable append is one fence (one `fdatasync` on `file` and `uring`) within the window, two
-//! for the commit that crosses it (once per 1 MiB appended by default); group commit
-//! amortises the fence over every append staged meanwhile (see "Group commit" in [`log`]).
-//! `keel-bench log` measures it against a bare `pwrite` + `fdatasync` loop of the payload,
-//! against the same loop writing exactly the bytes one commit writes (record header, payload,
-//! padding, commit mark; with `pwrite` and with an io_uring write linked to an fsync), and,
-//! for group commit, against one `pwrite` of the whole group + `fdatasync` (the device's
-//! limit). It pins its threads to the core that takes the disk's interrupts and measures the
+//! A durable append is one fence (on `file` and `uring` with direct I/O one `RWF_DSYNC`
+//! write, buffered one `fdatasync`) within the window, two for the commit that crosses it
+//! (once per 1 MiB appended by default); group commit amortises the fence over every append
+//! staged meanwhile (see "Group commit" in [`log`]). `keel-bench log` measures it against a
+//! bare `pwrite` + `fdatasync` loop of the payload over the same span as the log's region,
+//! against floors writing exactly the bytes one commit writes (record header, payload,
+//! padding, commit mark; one direct `RWF_DSYNC` write of their blocks, `pwrite` +
+//! `fdatasync`, and an io_uring write linked to an fsync), and, for group commit, against one
+//! `pwrite` of the whole group + `fdatasync` (the device's limit). It pins its threads to the core that takes the disk's interrupts and measures the
 //! loops and the appenders interleaved, in rotating slices. `docs/PERFORMANCE.md` has the
 //! figures.
 //!
