@@ -848,12 +848,14 @@ mod tests {
             return;
         }
         let reads = block_reads_during_appends(file, FileRegion::direct_block_reads);
+        eprintln!("file: {reads} blocks read back during 300 appends");
         assert!(reads <= 2, "file: {reads} blocks read back during appends");
         match crate::UringRegion::open(&dir.path().join("u"), len, Default::default()) {
             Ok(uring) => {
                 assert!(uring.is_direct());
                 let reads =
                     block_reads_during_appends(uring, crate::UringRegion::direct_block_reads);
+                eprintln!("uring: {reads} blocks read back during 300 appends");
                 assert!(reads <= 2, "uring: {reads} blocks read back during appends");
             }
             Err(RegionError::Unsupported { .. }) => eprintln!("uring: skipped (io_uring refused)"),
