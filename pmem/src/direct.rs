@@ -112,27 +112,10 @@ impl Assembler {
     /// with `O_DIRECT`) as whole blocks. `fill(at, dst)` copies the run's bytes from `at`
     /// (relative to `offset`) into `dst`. The `free_after` bytes after the run are free space
     /// (see [`crate::Region::write_parts_free`]): where the rest of the last block lies
-    /// within them it is written as zeros, without reading it first. With `dsync` every write
-    /// carries `RWF_DSYNC` (durable on return). The blocks the run covers must lie inside the
-    /// file.
-    pub(crate) fn write_run(
-        &mut self,
-        direct: &File,
-        offset: u64,
-        len: u64,
-        fill: &mut dyn FnMut(u64, &mut [u8]),
-        free_after: u64,
-        dsync: bool,
-    ) -> std::io::Result<()> {
-        let mut write = |data: &[u8], at: u64| -> std::io::Result<()> {
-            write_all_direct(direct, data, at, dsync)
-        };
-        self.write_run_with(direct, offset, len, fill, free_after, &mut write)
-    }
-
-    /// As [`Assembler::write_run`], with `write(blocks, at)` doing each aligned write (it
-    /// must have written all of `blocks` at `at` when it returns). `direct` only serves reads
-    /// of partial blocks.
+    /// within them it is written as zeros, without reading it first. `write(blocks, at)` does
+    /// each aligned write ([`write_all_direct`], or an io_uring `WRITE`) and must have written
+    /// all of `blocks` at `at` when it returns. If it fails, the remembered blocks are
+    /// forgotten. The blocks the run covers must lie inside the file.
     pub(crate) fn write_run_with(
         &mut self,
         direct: &File,
@@ -270,7 +253,12 @@ impl Assembler {
 
 /// Writes all of `data` (aligned memory, length a multiple of [`BLOCK`]) at `offset` (aligned)
 /// with `pwritev2`, with `RWF_DSYNC` when `dsync`.
-fn write_all_direct(file: &File, data: &[u8], offset: u64, dsync: bool) -> std::io::Result<()> {
+pub(crate) fn write_all_direct(
+    file: &File,
+    data: &[u8],
+    offset: u64,
+    dsync: bool,
+) -> std::io::Result<()> {
     let mut done = 0usize;
     while done < data.len() {
         let iov = libc::iovec {
@@ -349,7 +337,8 @@ mod tests {
             .enumerate()
         {
             let v = i as u8 + 1;
-            asm.write_run(&direct, off, len, &mut |_, dst| dst.fill(v), 0, false)
+            let mut w = |b: &[u8], at: u64| write_all_direct(&direct, b, at, false);
+            asm.write_run_with(&direct, off, len, &mut |_, dst| dst.fill(v), 0, &mut w)
                 .unwrap();
             want[off as usize..(off + len) as usize].fill(v);
             if i == 1 {
@@ -370,7 +359,8 @@ mod tests {
         let mut asm = Assembler::new();
         // Longer than one chunk: the run goes out in pieces.
         let (off, len) = (777u64, CHUNK + 12345);
-        asm.write_run(
+        let mut w = |b: &[u8], at: u64| write_all_direct(&direct, b, at, true);
+        asm.write_run_with(
             &direct,
             off,
             len,
@@ -380,7 +370,7 @@ mod tests {
                 }
             },
             0,
-            true,
+            &mut w,
         )
         .unwrap();
         let got = std::fs::read(&path).unwrap();

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::direct::{Assembler, open_direct};
+use crate::direct::{Assembler, open_direct, write_all_direct};
 use crate::error::RegionError;
 use crate::region::{Region, check_bounds};
 
@@ -251,7 +251,8 @@ impl FileRegion {
                     let segs = &order[i..end];
                     let free = segs[segs.len() - 1].3;
                     let mut fill = |at: u64, dst: &mut [u8]| fill_from(bytes, segs, at, dst);
-                    asm.write_run(file, start, run_end - start, &mut fill, free, dsync)
+                    let mut write = |b: &[u8], at: u64| write_all_direct(file, b, at, dsync);
+                    asm.write_run_with(file, start, run_end - start, &mut fill, free, &mut write)
                         .map_err(err)?;
                     synced = dsync;
                 }
@@ -508,8 +509,17 @@ impl Region for FileRegion {
                     match (self.direct.as_ref(), out.assembler.as_mut()) {
                         (Some(file), Some(asm)) if aligned_end <= self.len => {
                             let mut fill = |at: u64, dst: &mut [u8]| fill_parts(parts, at, dst);
-                            asm.write_run(file, offset, total as u64, &mut fill, free_after, false)
-                                .map_err(err)
+                            let mut write =
+                                |b: &[u8], at: u64| write_all_direct(file, b, at, false);
+                            asm.write_run_with(
+                                file,
+                                offset,
+                                total as u64,
+                                &mut fill,
+                                free_after,
+                                &mut write,
+                            )
+                            .map_err(err)
                         }
                         (_, asm) => {
                             if let Some(asm) = asm {

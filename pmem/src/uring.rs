@@ -16,11 +16,19 @@
 //! **Direct I/O.** By default ([`DirectIo::Auto`]) the file is also opened with `O_DIRECT`
 //! where the file system allows it. Each coalesced write then goes out as whole 4 KiB blocks
 //! (laid out by the same assembler as the `file` backend's, see the `direct` module) with one
-//! io_uring `WRITE` from its aligned buffer, and a fence of one write carries `RWF_DSYNC`. A
-//! direct `RWF_DSYNC` write completes from the device's interrupt, where a buffered one is
-//! handed to an io-wq worker: on the machine we measured that brought the io_uring commit from
-//! 1.05-1.09x to 0.93-1.00x of a buffered `pwrite` + `fdatasync` (a C loop of the same calls).
-//! The staging buffers stay registered; the direct writes come from the assembler's buffer.
+//! io_uring `WRITE` from its aligned buffer, completed from the device's interrupt, and a fence
+//! adds one `FSYNC(DATASYNC)` after it. Measured with `keel-bench log` on an idle machine, the
+//! single append was 1.01x of `pwrite` + `fdatasync` at 64 B, 1 KiB and 64 KiB (buffered:
+//! 1.03-1.16x). The staging buffers stay registered; the direct writes come from the
+//! assembler's buffer.
+//!
+//! The direct write does not carry `RWF_DSYNC`, although that measured as fast on an idle
+//! machine (0.97-1.07x): the sync of an asynchronous direct `RWF_DSYNC` write runs in a kernel
+//! worker after the data write completes, and with both vCPUs busy (two spinning processes)
+//! that collapsed the kill -9 test's four appenders from about 30,000 to about 2,000
+//! acknowledged appends in 30 kills, against 27,000-30,000 with the separate fsync and
+//! 39,000-43,000 buffered. The `file` backend's synchronous `RWF_DSYNC` write runs that sync in
+//! the caller and held up under the same load.
 //!
 //! If the kernel (or a seccomp filter) refuses io_uring, [`UringRegion::open`] returns
 //! [`RegionError::Unsupported`].
@@ -414,9 +422,8 @@ impl UringRegion {
     }
 
     /// The direct-I/O form of a submission: each coalesced write goes out as whole blocks (one
-    /// `WRITE` from the assembler's aligned buffer, waited for), with `RWF_DSYNC` when the fence
-    /// covers exactly that one write and nothing unsynced precedes it; otherwise the writes,
-    /// then an `FSYNC(DATASYNC)`.
+    /// `WRITE` from the assembler's aligned buffer, waited for), then, for a fence, one
+    /// `FSYNC(DATASYNC)`. Never `RWF_DSYNC` here: see the module docs.
     fn submit_direct(
         &self,
         ring: &mut IoUring,
@@ -426,7 +433,6 @@ impl UringRegion {
         index: usize,
         sync: bool,
     ) -> Result<(), RegionError> {
-        let dsync = sync && merged.len() == 1 && !self.unsynced.load(Ordering::Relaxed);
         let buf = &self.bufs[index];
         for w in merged {
             assert!(w.buf_off + w.len <= buf.len, "staged write outside buffer");
@@ -446,8 +452,7 @@ impl UringRegion {
                 let mut fill = |at: u64, dst: &mut [u8]| {
                     dst.copy_from_slice(&src[at as usize..at as usize + dst.len()]);
                 };
-                let mut write =
-                    |blocks: &[u8], at: u64| uring_write(ring, direct, blocks, at, dsync);
+                let mut write = |blocks: &[u8], at: u64| uring_write(ring, direct, blocks, at);
                 asm.write_run_with(
                     direct,
                     w.file_off,
@@ -458,11 +463,9 @@ impl UringRegion {
                 )
                 .map_err(err)?;
             }
-            if !dsync {
-                self.unsynced.store(true, Ordering::Relaxed);
-            }
+            self.unsynced.store(true, Ordering::Relaxed);
         }
-        if sync && !dsync {
+        if sync {
             let e = opcode::Fsync::new(types::Fd(self.file.as_raw_fd()))
                 .flags(types::FsyncFlags::DATASYNC)
                 .build()
@@ -496,18 +499,11 @@ fn submit_one(ring: &mut IoUring, e: &squeue::Entry) -> std::io::Result<i32> {
 }
 
 /// Writes `blocks` (aligned memory, whole blocks) at `at` through the `O_DIRECT` descriptor
-/// with one io_uring `WRITE`, with `RWF_DSYNC` when `dsync`, and waits for it.
-fn uring_write(
-    ring: &mut IoUring,
-    direct: &File,
-    blocks: &[u8],
-    at: u64,
-    dsync: bool,
-) -> std::io::Result<()> {
+/// with one io_uring `WRITE` and waits for it.
+fn uring_write(ring: &mut IoUring, direct: &File, blocks: &[u8], at: u64) -> std::io::Result<()> {
     let len = u32::try_from(blocks.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     let e = opcode::Write::new(types::Fd(direct.as_raw_fd()), blocks.as_ptr(), len)
         .offset(at)
-        .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
         .build()
         .user_data(0);
     // `blocks` is borrowed for the whole call, and `submit_one` waits for the completion.

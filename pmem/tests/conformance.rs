@@ -85,42 +85,29 @@ pub fn uring_unsupported() -> Option<String> {
     }
 }
 
-mod uring {
-    use super::*;
-    fn fixture() -> Result<crate::common::Opener, String> {
-        if let Some(reason) = uring_unsupported() {
-            return Err(reason);
-        }
-        // Small staging buffers so the tests also cover the buffer-full path.
-        let opts = UringOptions {
-            staging_bytes: 8192,
-            ring_entries: 8,
-            ..UringOptions::default()
-        };
-        Ok(tempfile_opener(move |p, len| {
-            Ok(Box::new(UringRegion::open(p, len, opts)?))
-        }))
+/// A `uring` fixture with small staging buffers, so the tests also cover the buffer-full path.
+fn uring_fixture(direct: DirectIo) -> Result<common::Opener, String> {
+    if let Some(reason) = uring_unsupported() {
+        return Err(reason);
     }
-    crate::conformance_suite!(fixture());
+    let opts = UringOptions {
+        staging_bytes: 8192,
+        ring_entries: 8,
+        direct,
+    };
+    Ok(tempfile_opener(move |p, len| {
+        Ok(Box::new(UringRegion::open(p, len, opts)?))
+    }))
+}
+
+/// `uring` with its default, direct I/O where the file system allows it.
+mod uring {
+    crate::conformance_suite!(super::uring_fixture(keel_pmem::DirectIo::Auto));
 }
 
 /// `uring` through the page cache (write chains linked to fdatasync).
 mod uring_buffered {
-    use super::*;
-    fn fixture() -> Result<crate::common::Opener, String> {
-        if let Some(reason) = uring_unsupported() {
-            return Err(reason);
-        }
-        let opts = UringOptions {
-            staging_bytes: 8192,
-            ring_entries: 8,
-            direct: DirectIo::Off,
-        };
-        Ok(tempfile_opener(move |p, len| {
-            Ok(Box::new(UringRegion::open(p, len, opts)?))
-        }))
-    }
-    crate::conformance_suite!(fixture());
+    crate::conformance_suite!(super::uring_fixture(keel_pmem::DirectIo::Off));
 }
 
 mod dax_msync_fallback {
