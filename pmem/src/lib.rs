@@ -53,7 +53,8 @@
 //!
 //! Backends implement [`Region`] (its docs state the contract): [`dax`] (`MAP_SYNC` mapping,
 //! `clwb`/`clflushopt`/`clflush` or non-temporal stores, `sfence`; `msync` fallback on request),
-//! [`uring`] (registered buffers, write chain linked to fdatasync in one submission),
+//! [`uring`] (by default direct blocks written and then synced through the ring; buffered:
+//! registered buffers, write chain linked to fdatasync in one submission),
 //! [`file`](mod@file) (writes gathered per commit; by default written with `O_DIRECT` as whole
 //! 4 KiB blocks, one `RWF_DSYNC` write per commit, else `pwritev` + `fdatasync`) and [`sim`]
 //! (the crash model). [`Log`] methods take
@@ -115,8 +116,8 @@
 //!
 //! # Speed
 //!
-//! A durable append is one fence (on `file` and `uring` with direct I/O one `RWF_DSYNC`
-//! write, buffered one `fdatasync`) within the window, two for the commit that crosses it
+//! A durable append is one fence (on `file` with direct I/O one `RWF_DSYNC` write, on `uring`
+//! with direct I/O a direct `WRITE` then an `FSYNC(DATASYNC)`, buffered one `fdatasync`) within the window, two for the commit that crosses it
 //! (once per 1 MiB appended by default); group commit amortises the fence over every append
 //! staged meanwhile (see "Group commit" in [`log`]). `keel-bench log` measures it against a
 //! bare `pwrite` + `fdatasync` loop of the payload over the same span as the log's region,
