@@ -74,6 +74,9 @@ struct Cached {
 pub(crate) struct Assembler {
     buf: AlignedBuf,
     cache: Vec<Cached>,
+    /// Buffers of forgotten blocks, reused so that remembering a block allocates nothing
+    /// once the cache has filled.
+    spare: Vec<Box<[u8]>>,
     clock: u64,
     /// Blocks read from the file to fill partial blocks (the cache and free space missed).
     pub(crate) reads: u64,
@@ -84,6 +87,7 @@ impl Assembler {
         Assembler {
             buf: AlignedBuf::new(64 << 10),
             cache: Vec::with_capacity(CACHED_BLOCKS),
+            spare: Vec::new(),
             clock: 0,
             reads: 0,
         }
@@ -91,14 +95,26 @@ impl Assembler {
 
     /// Forgets every remembered block (after a failed write the file's content is unknown).
     pub(crate) fn forget(&mut self) {
-        self.cache.clear();
+        self.spare.extend(self.cache.drain(..).map(|c| c.bytes));
     }
 
     /// Forgets the blocks overlapping `[offset, offset + len)`: call it when those bytes
     /// were written some other way.
     pub(crate) fn invalidate(&mut self, offset: u64, len: u64) {
         let end = offset + len;
-        self.cache.retain(|c| c.at + BLOCK <= offset || c.at >= end);
+        self.drop_where(|c| c.at + BLOCK > offset && c.at < end);
+    }
+
+    /// Forgets the remembered blocks `gone` picks, keeping their buffers for reuse.
+    fn drop_where(&mut self, gone: impl Fn(&Cached) -> bool) {
+        let mut i = 0;
+        while i < self.cache.len() {
+            if gone(&self.cache[i]) {
+                self.spare.push(self.cache.swap_remove(i).bytes);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// The aligned range `[start, end)` of blocks covering `[offset, offset + len)`.
@@ -219,7 +235,7 @@ impl Assembler {
         if head && n > b {
             // The run filled the block from its start on: a log never writes it partially
             // again before the next lap, so it is not worth a place.
-            self.cache.retain(|c| c.at != at);
+            self.drop_where(|c| c.at == at);
         }
         if tail || (head && n == b) {
             self.insert(end - BLOCK, n - b);
@@ -234,19 +250,24 @@ impl Assembler {
             c.used = clock;
             return; // kept current by `remember`
         }
-        let bytes: Box<[u8]> = self.buf.as_mut_slice()[buf_at..buf_at + b].into();
+        let src = &self.buf.as_mut_slice()[buf_at..buf_at + b];
         if self.cache.len() < CACHED_BLOCKS {
+            let bytes = match self.spare.pop() {
+                Some(mut bytes) => {
+                    bytes.copy_from_slice(src);
+                    bytes
+                }
+                None => src.into(),
+            };
             self.cache.push(Cached {
                 at: block,
                 used: clock,
                 bytes,
             });
         } else if let Some(old) = self.cache.iter_mut().min_by_key(|c| c.used) {
-            *old = Cached {
-                at: block,
-                used: clock,
-                bytes,
-            };
+            old.at = block;
+            old.used = clock;
+            old.bytes.copy_from_slice(src);
         }
     }
 }

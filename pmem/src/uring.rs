@@ -18,16 +18,16 @@
 //! (laid out by the same assembler as the `file` backend's, see the `direct` module) with one
 //! io_uring `WRITE` from its aligned buffer, completed from the device's interrupt, and a fence
 //! adds one `FSYNC(DATASYNC)` after it. Measured with `keel-bench log` on an idle machine, the
-//! single append was 1.01x of `pwrite` + `fdatasync` at 64 B, 1 KiB and 64 KiB (buffered:
-//! 1.03-1.16x). The staging buffers stay registered; the direct writes come from the
+//! single append was 1.01x of `pwrite` + `fdatasync` at 64 B, 1 KiB and 64 KiB (buffered, in
+//! the same kind of runs: 1.01-1.16x). The staging buffers stay registered; the direct writes come from the
 //! assembler's buffer.
 //!
 //! The direct write does not carry `RWF_DSYNC`, although that measured as fast on an idle
 //! machine (0.97-1.07x): the sync of an asynchronous direct `RWF_DSYNC` write runs in a kernel
 //! worker after the data write completes, and with both vCPUs busy (two spinning processes)
 //! that collapsed the kill -9 test's four appenders from about 30,000 to about 2,000
-//! acknowledged appends in 30 kills, against 27,000-30,000 with the separate fsync and
-//! 39,000-43,000 buffered. The `file` backend's synchronous `RWF_DSYNC` write runs that sync in
+//! acknowledged appends in 30 kills, against 27,000-32,000 with the separate fsync and
+//! 29,000-44,000 buffered. The `file` backend's synchronous `RWF_DSYNC` write runs that sync in
 //! the caller and held up under the same load.
 //!
 //! If the kernel (or a seccomp filter) refuses io_uring, [`UringRegion::open`] returns
@@ -140,7 +140,8 @@ pub struct UringRegion {
     entries: usize,
     path: PathBuf,
     /// Writes were submitted without a sync since the last sync (the staging buffer filled
-    /// up): the next fence must be a file-wide fdatasync. Only touched under the ring mutex.
+    /// up): the next fence must be a file-wide fdatasync. Only touched under the ring mutex,
+    /// and only on the buffered path (a direct fence always ends with its own fsync).
     unsynced: AtomicBool,
 }
 
@@ -463,7 +464,6 @@ impl UringRegion {
                 )
                 .map_err(err)?;
             }
-            self.unsynced.store(true, Ordering::Relaxed);
         }
         if sync {
             let e = opcode::Fsync::new(types::Fd(self.file.as_raw_fd()))
@@ -476,9 +476,6 @@ impl UringRegion {
                     source: std::io::Error::from_raw_os_error(-res),
                 });
             }
-        }
-        if sync {
-            self.unsynced.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
