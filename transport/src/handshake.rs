@@ -27,8 +27,9 @@ pub const HELLO_BYTES: usize = 48;
 pub const VERDICT_BYTES: usize = 16;
 
 /// The protocol version this build speaks: major in the high 16 bits, minor in the low.
-/// Peers are compatible when the majors are equal.
-pub const PROTOCOL_VERSION: u32 = 1 << 16;
+/// Peers are compatible when the majors are equal. Major 2: RDMA rings publish tail and head
+/// with a check word (16 bytes where major 1 wrote an 8-byte word).
+pub const PROTOCOL_VERSION: u32 = 2 << 16;
 
 /// Major part of a protocol version.
 #[must_use]

@@ -184,6 +184,7 @@ mod with_rdma {
         std::thread::sleep(Duration::from_millis(100));
         let extra = reader.poll(usize::MAX, |_| {})?;
         ensure!(extra == 0, "{extra} frames after the last one");
+        println!("TORN {}", reader.source().torn_reads());
         println!("RECEIVED {next}");
         Ok(())
     }
@@ -251,10 +252,14 @@ mod with_rdma {
         );
         ensure!(acks.head(0) == 0, "another follower's entry was written");
         let mut received = None;
+        let mut torn_tails = None;
         for line in lines {
             let line = line?;
             if let Some(at) = line.find("RECEIVED ") {
                 received = Some(line[at + 9..].trim().parse::<u64>()?);
+            }
+            if let Some(at) = line.find("TORN ") {
+                torn_tails = Some(line[at + 5..].trim().parse::<u64>()?);
             }
         }
         let status = child.wait()?;
@@ -266,7 +271,15 @@ mod with_rdma {
             full > 0,
             "the ring never filled: flow control not exercised"
         );
-        eprintln!("streamed {FRAMES} frames; the leader found the ring full {full} times");
+        // Reads that raced the NIC's write of a tail or head and were refused (their value and
+        // check word disagreed): informative, since how often a read lands mid-write depends
+        // on the machine; a torn value taken as a position would have failed the checks above.
+        eprintln!(
+            "streamed {FRAMES} frames; the leader found the ring full {full} times; torn reads \
+             refused: {} of the tail (follower), {} of the head (leader)",
+            torn_tails.map_or("?".to_string(), |n| n.to_string()),
+            acks.torn_reads()
+        );
         Ok(())
     }
 

@@ -15,6 +15,8 @@
 //!   NIC may read is never touched by the CPU.
 //! - [`oob`]: the out-of-band offers exchanged over TCP after the ring handshake (queue pair
 //!   number, PSN, LID, GID, address, length and rkey).
+//! - [`published`]: tail and head published as a value and a check word, so a read that races
+//!   the NIC's write is refused rather than taken for a position never published.
 //! - [`ring`]: the seam implementation, connection set-up, error reporting and reconnect.
 //! - [`bench`](mod@bench): round trips and streams for `keel-bench ring --transport rdma`.
 //!
@@ -47,6 +49,7 @@ pub mod error;
 pub mod memory;
 pub mod oob;
 pub mod pool;
+pub mod published;
 pub mod ring;
 pub mod verbs;
 

@@ -2,9 +2,12 @@
 //! (follower), connected over TCP.
 //!
 //! Follower memory (registered for remote write, on device-DAX when given):
-//! `[tail word: 8 B][unused to DATA_OFFSET][data area: capacity B]`.
+//! `[tail: 16 B][unused to DATA_OFFSET][data area: capacity B]`.
 //! Leader memory: an [`AckArray`] of 64-byte entries, one per follower connection, each
-//! holding the follower's head, written by the follower with a one-sided RDMA WRITE.
+//! holding the follower's head (16 B), written by the follower with a one-sided RDMA WRITE.
+//! Tail and head are each published as a value and its check word in one 16-byte write, and
+//! read only when the two agree ([`super::published`]): a read that races the NIC's copy and
+//! sees a mix of two positions is not taken for a third.
 //!
 //! Ordering (the seam's contract rule 2): the leader posts the frame writes, then the tail
 //! write, on the same reliable connection; an RC queue pair executes RDMA WRITEs in order, so
@@ -27,18 +30,19 @@ use super::error::RdmaError;
 use super::memory::{Mapping, MemorySource};
 use super::oob::{self, Offer};
 use super::pool::{RemoteRegion, WriteQueue};
+use super::published::{self, PUBLISHED_BYTES};
 use super::verbs::{Access, Context, MemoryRegion, ProtectionDomain};
 use crate::handshake::{HandshakeConfig, Peer, Role, handshake};
 use crate::ring::{RingSink, RingSource};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Offset of the tail word in the follower's ring memory.
+/// Offset of the published tail (value and check word) in the follower's ring memory.
 pub const TAIL_OFFSET: usize = 0;
-/// Offset of the data area in the follower's ring memory (a page: the tail word has its own).
+/// Offset of the data area in the follower's ring memory (a page: the tail has its own).
 pub const DATA_OFFSET: usize = 4096;
 /// Bytes per acknowledgement entry (a cache line: followers do not share lines).
 pub const ACK_ENTRY_BYTES: usize = 64;
@@ -123,6 +127,10 @@ fn fresh_psn() -> u32 {
 pub struct AckArray {
     mr: MemoryRegion<Mapping>,
     entries: usize,
+    /// Per entry, the largest head that validated (what a torn or old read falls back to).
+    seen: Box<[AtomicU64]>,
+    /// Reads of an entry whose two words did not agree (a write in progress), all entries.
+    torn: AtomicU64,
 }
 
 impl AckArray {
@@ -131,7 +139,16 @@ impl AckArray {
         assert!(entries > 0, "empty acknowledgement array");
         let mapping = Mapping::new(&MemorySource::Anonymous, entries * ACK_ENTRY_BYTES)?;
         let mr = MemoryRegion::register(device.pd(), mapping, Access::RemoteWrite)?;
-        Ok(Arc::new(AckArray { mr, entries }))
+        let acks = AckArray {
+            mr,
+            entries,
+            seen: (0..entries).map(|_| AtomicU64::new(0)).collect(),
+            torn: AtomicU64::new(0),
+        };
+        for index in 0..entries {
+            acks.set_head(index, 0);
+        }
+        Ok(Arc::new(acks))
     }
 
     /// Number of entries.
@@ -139,27 +156,41 @@ impl AckArray {
         self.entries
     }
 
-    /// The head follower `index` last wrote (acquire).
+    /// The head follower `index` last wrote (acquire): the largest head whose value and check
+    /// word agreed (a read that races the follower's write keeps the previous head).
     pub fn head(&self, index: usize) -> u64 {
         assert!(
             index < self.entries,
             "ack entry {index} of {}",
             self.entries
         );
-        self.mr
-            .word(index * ACK_ENTRY_BYTES)
-            .load(Ordering::Acquire)
+        let at = index * ACK_ENTRY_BYTES;
+        let seen = &self.seen[index];
+        match published::load(self.mr.word(at), self.mr.word(at + 8)) {
+            Some(head) => seen.fetch_max(head, Ordering::AcqRel).max(head),
+            None => {
+                self.torn.fetch_add(1, Ordering::Relaxed);
+                seen.load(Ordering::Acquire)
+            }
+        }
     }
 
+    /// Reads of an entry that raced a follower's write (value and check word disagreed) and
+    /// kept the previous head, since the array was made.
+    pub fn torn_reads(&self) -> u64 {
+        self.torn.load(Ordering::Relaxed)
+    }
+
+    /// Sets entry `index` to `head` locally (at set-up, before the follower writes it).
     fn set_head(&self, index: usize, head: u64) {
         assert!(
             index < self.entries,
             "ack entry {index} of {}",
             self.entries
         );
-        self.mr
-            .word(index * ACK_ENTRY_BYTES)
-            .store(head, Ordering::Release);
+        let at = index * ACK_ENTRY_BYTES;
+        published::store(self.mr.word(at), self.mr.word(at + 8), head);
+        self.seen[index].store(head, Ordering::Release);
     }
 
     fn region(&self, index: usize) -> RemoteRegion {
@@ -402,7 +433,7 @@ impl RingSink for RdmaRingSink {
 
     fn publish_tail(&mut self, tail: u64) -> Result<(), RdmaError> {
         // Posted after the frame writes on the same RC queue pair: executed after them.
-        self.post(TAIL_OFFSET as u64, &[&tail.to_le_bytes()])?;
+        self.post(TAIL_OFFSET as u64, &[&published::encode(tail)])?;
         if self.config.wait_for_ack {
             self.wq.drain()
         } else {
@@ -441,8 +472,8 @@ impl RingListener {
             "ring capacity {capacity} must be a power of two >= 256"
         );
         let mapping = Mapping::new(memory, DATA_OFFSET + capacity)?;
-        // Device-DAX keeps old contents: start from a zero tail.
-        mapping.write_at(TAIL_OFFSET, &0u64.to_le_bytes());
+        // Device-DAX keeps old contents: start from a published tail of 0.
+        mapping.write_at(TAIL_OFFSET, &published::encode(0));
         let ring = MemoryRegion::register(device.pd(), mapping, Access::RemoteWrite)?;
         let tcp = TcpListener::bind(addr).map_err(oob_err("binding the listener"))?;
         Ok(RingListener {
@@ -485,6 +516,7 @@ impl RingListener {
             peer,
             stored_head: 0,
             tail_seen: 0,
+            torn: AtomicU64::new(0),
             wait_for_ack: self.config.wait_for_ack,
             _stream: stream,
         })
@@ -513,9 +545,9 @@ impl RingListener {
             resume_at,
         };
         let theirs = oob::exchange(&mut stream, &ours)?;
-        if theirs.region.len < 8 {
+        if theirs.region.len < PUBLISHED_BYTES as u64 {
             return Err(RdmaError::MalformedOutOfBand {
-                what: "acknowledgement region shorter than a word",
+                what: "acknowledgement region shorter than a published head",
             });
         }
         wq.connect(&theirs.endpoint)?;
@@ -534,6 +566,8 @@ pub struct RdmaRingSource {
     peer: Peer,
     stored_head: u64,
     tail_seen: u64,
+    /// Loads of the tail whose value and check word disagreed (a write in progress).
+    torn: AtomicU64,
     wait_for_ack: bool,
     _stream: TcpStream,
 }
@@ -549,12 +583,24 @@ impl RdmaRingSource {
         self.wq.is_broken()
     }
 
-    /// The tail the leader last published into our memory.
+    /// The tail the leader last published into our memory: the pair in memory if its value
+    /// and check word agree, otherwise (a write in progress) the last tail loaded; never less
+    /// than that.
     pub fn published_tail(&self) -> u64 {
-        self.ring
-            .word(TAIL_OFFSET)
-            .load(Ordering::Acquire)
-            .max(self.tail_seen)
+        let ring = &self.ring;
+        match published::load(ring.word(TAIL_OFFSET), ring.word(TAIL_OFFSET + 8)) {
+            Some(tail) => tail.max(self.tail_seen),
+            None => {
+                self.torn.fetch_add(1, Ordering::Relaxed);
+                self.tail_seen
+            }
+        }
+    }
+
+    /// Loads of the tail that raced the leader's write (value and check word disagreed) and
+    /// kept the previous tail, since this source was accepted.
+    pub fn torn_reads(&self) -> u64 {
+        self.torn.load(Ordering::Relaxed)
     }
 
     /// The write queue (to inspect or force the queue pair's state).
@@ -666,10 +712,10 @@ impl RingSource for RdmaRingSource {
     }
 
     fn load_tail(&mut self) -> Result<u64, RdmaError> {
-        // Tails are published in increasing order, so a smaller value can only be an old tail
-        // write landing again (seen once on soft-RoCE under heavy emulation, presumably a
-        // retransmitted duplicate): keep the largest tail seen; the frames below it were
-        // complete when it was first observed.
+        // Tails are published in increasing order: keep the largest tail that validated (the
+        // frames below it were complete when it was first observed). A smaller value was seen
+        // once on soft-RoCE under heavy emulation before tails carried a check word: most
+        // likely a torn read, which no longer validates.
         let tail = self.published_tail();
         self.tail_seen = self.tail_seen.max(tail);
         Ok(self.tail_seen)
@@ -698,7 +744,7 @@ impl RingSource for RdmaRingSource {
         );
         self.wq.poll()?;
         let mut slot = self.wq.take_slot_blocking()?;
-        let len = self.wq.fill(&mut slot, &[&head.to_le_bytes()]);
+        let len = self.wq.fill(&mut slot, &[&published::encode(head)]);
         self.wq.post_write(slot, len, &self.ack, 0)?;
         self.stored_head = head;
         if self.wait_for_ack {
