@@ -504,9 +504,9 @@ mod tests {
 
     #[test]
     fn incompatible_version_is_refused() {
-        let mut old = cfg(5, 1);
-        old.version = 2 << 16;
-        let (d, a) = run(old, cfg(5, 2), 2);
+        let mut other = cfg(5, 1);
+        other.version = PROTOCOL_VERSION + (1 << 16);
+        let (d, a) = run(other, cfg(5, 2), 2);
         assert!(matches!(a, Err(HandshakeError::IncompatibleVersion { .. })));
         assert!(matches!(d, Err(HandshakeError::IncompatibleVersion { .. })));
     }
