@@ -117,7 +117,7 @@
 //! # Speed
 //!
 //! A durable append is one fence (on `file` with direct I/O one `RWF_DSYNC` write, on `uring`
-//! with direct I/O a direct `WRITE` then an `FSYNC(DATASYNC)`, buffered one `fdatasync`) within the window, two for the commit that crosses it
+//! with direct I/O a direct `WRITE` linked to an `FSYNC(DATASYNC)`, buffered one `fdatasync`) within the window, two for the commit that crosses it
 //! (once per 1 MiB appended by default); group commit amortises the fence over every append
 //! staged meanwhile (see "Group commit" in [`log`]). `keel-bench log` measures it against a
 //! bare `pwrite` + `fdatasync` loop of the payload over the same span as the log's region,
