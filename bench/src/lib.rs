@@ -26,7 +26,7 @@
 //! | `limits` | the machine alone | cache-line RTT, TCP loopback RTT (busy, blocking), fdatasync of a 4 KiB overwrite, pwrite+fdatasync of 64 B/1 KiB/64 KiB, `ib_write_lat` when an RDMA device exists |
 //! | `log` | keel-pmem appends per backend (file, uring, dax), single and 16 appenders | bare pwrite+fdatasync of the same size on the same file system |
 //! | `ring` | keel-transport round trip and stream, shm and tcp (rdma: skipped with the reason unless built for it) | cache-line RTT, TCP RTT of the same size |
-//! | `local` | a 3-replica Keel cluster in this process: commit latency/throughput per transport and durability, closed or open loop, fail-over, allocations per committed entry (whole process, counting allocator) | cache-line RTT, TCP RTT, pwrite+fdatasync |
+//! | `local` | a 3-replica Keel cluster in this process: commit latency/throughput per transport and durability, closed or open loop, fail-over, allocations per committed entry (whole process, counting allocator) | cache-line RTT, TCP RTT, pwrite+fdatasync alone and in 3 threads at once (the replicas share the disk) |
 //! | `replica`, `client` | a multi-host cluster (one replica per host with the KV service; one host drives the load) | TCP RTT on the client host |
 //! | `etcd` | etcd's v3 JSON gateway under the same load | pwrite+fdatasync, TCP RTT |
 //! | `markdown` | renders `--json` reports as tables (`bench/baseline.sh` writes `docs/PERFORMANCE.md` with it) | - |

@@ -10,6 +10,9 @@
 //!   synced) file, then `fdatasync`.
 //! - `pwrite-fdatasync-<n>B`: `pwrite` of `n` bytes at consecutive offsets that wrap within a
 //!   preallocated region, each followed by `fdatasync`: the bare loop a durable log is held to.
+//! - `pwrite-fdatasync-<n>B-x3-concurrent`: the same loop in three threads at once, each on its
+//!   own file: one replica's sync when the three replicas of a local cluster share the disk
+//!   (measured by `keel-bench local` before each durable configuration).
 //! - `ib-write-rtt-<n>B`: perftest's `ib_write_lat` on the RDMA device, when one exists and
 //!   perftest is installed.
 //!
@@ -905,6 +908,92 @@ impl SyncSpec {
 /// Measures the bare loop of [`SyncSpec::pwrite_fdatasync`].
 pub fn pwrite_fdatasync(dir: &Path, size: usize, opts: &LimitOptions) -> Result<Limit, LimitError> {
     SyncSpec::pwrite_fdatasync(dir, size).measure(opts)
+}
+
+/// Name of the limit of one `pwrite`+`fdatasync` of `size` bytes while `threads - 1` other
+/// threads do the same on their own files.
+pub fn pwrite_fdatasync_concurrent_name(size: usize, threads: usize) -> String {
+    format!(
+        "pwrite-fdatasync-{}-x{threads}-concurrent",
+        size_label(size)
+    )
+}
+
+/// One `pwrite`+`fdatasync` of `size` bytes (the loop of [`SyncSpec::pwrite_fdatasync`]) while
+/// `threads - 1` other threads run the same loop on their own preallocated files in the same
+/// directory: what one replica's log write costs when every replica of a cluster on this
+/// machine shares its disk. A durable commit of a local 3-replica cluster waits for the
+/// leader's sync and a follower's, issued at about the same time, so with `threads == 3` the
+/// p50 of this limit is a floor of its p50 (one contended sync, not the faster of two).
+/// Every thread's latencies are recorded; the throughput is that of all threads together.
+pub fn pwrite_fdatasync_concurrent(
+    dir: &Path,
+    size: usize,
+    threads: usize,
+    opts: &LimitOptions,
+) -> Result<Limit, LimitError> {
+    assert!(threads > 0, "at least one thread");
+    let name = pwrite_fdatasync_concurrent_name(size, threads);
+    let spec = SyncSpec::pwrite_fdatasync(dir, size);
+    let mut steps = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let scratch = ScratchFile::preallocated(dir, &format!("{name}-{t}"), spec.region)?;
+        steps.push(SyncStep::new(
+            scratch,
+            size,
+            spec.region,
+            true,
+            SyncKind::Pwrite,
+        )?);
+    }
+    let counter: Counter = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(&name, Arc::clone(&counter), opts.quiet);
+    let warm_end = Instant::now() + opts.duration / 5;
+    let start = warm_end;
+    let end = start + opts.duration;
+    let results: Vec<Result<Latencies, LimitError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = steps
+            .into_iter()
+            .map(|mut step| {
+                let counter = Arc::clone(&counter);
+                s.spawn(move || -> Result<Latencies, LimitError> {
+                    let mut lat = Latencies::new()?;
+                    while Instant::now() < warm_end {
+                        step.once().map_err(|e| step.error(e))?;
+                    }
+                    while Instant::now() < end {
+                        let t0 = Instant::now();
+                        step.once().map_err(|e| step.error(e))?;
+                        lat.record(t0.elapsed());
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(LimitError::ThreadPanicked("concurrent fdatasync")))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    drop(progress);
+    let mut all = Latencies::new()?;
+    for r in results {
+        all.merge(&r?)?;
+    }
+    let mut limit = spec.limit(all.summary(elapsed), all.percentile_curve());
+    limit.name = name;
+    limit.description = format!(
+        "pwrite {size} bytes at consecutive offsets in a preallocated {} KiB region, then \
+         fdatasync, in each of {threads} threads at once, each on its own file (one replica's \
+         log write when {threads} replicas share this disk); latency of one, throughput of all",
+        spec.region / 1024
+    );
+    Ok(limit)
 }
 
 /// Bytes one single-record log commit writes for a `payload`-byte record: the record (16 B

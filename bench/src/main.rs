@@ -269,6 +269,17 @@ fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
             } else {
                 None
             };
+            // The three replicas share this machine's disk: one sync while the other two
+            // replicas sync too is the floor a durable commit here can reach.
+            let shared_disk_limit = if durability != "none" {
+                let mut l = limits::pwrite_fdatasync_concurrent(&a.dir, size, 3, &lo)?;
+                l.name = format!("{}@{transport}-{durability}", l.name);
+                let name = l.name.clone();
+                report.add_limit(LimitOutcome::Measured(l));
+                Some(name)
+            } else {
+                None
+            };
             let mut cluster = match Cluster::start(&co) {
                 Ok(c) => c,
                 Err(e) => {
@@ -346,6 +357,18 @@ fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
                         Bound::AtMost,
                         1.3,
                     ));
+                    if let Some(shared) = shared_disk_limit
+                        .as_ref()
+                        .and_then(|n| report.limit(n).cloned())
+                    {
+                        report.targets.push(Target::new(
+                            format!("{name} p50 <= 1.3x {} p50", shared.name),
+                            m.summary.p50_ns,
+                            shared.summary.p50_ns,
+                            Bound::AtMost,
+                            1.3,
+                        ));
+                    }
                 }
                 if durability == "file"
                     && clients == 64
