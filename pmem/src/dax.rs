@@ -7,6 +7,12 @@
 //!   `clflush`, chosen at open time from CPUID (or only the unaligned edge lines after
 //!   non-temporal stores).
 //! - `fence` is `sfence`.
+//! - `preallocate` (which the log calls ahead of its tail during each incarnation's first lap)
+//!   writes zeros into the file's holes through the file and syncs once, then faults the pages
+//!   in writable (`MADV_POPULATE_WRITE`): appends there take no page fault, where the first
+//!   store into each page of a sparse `MAP_SYNC` file faults and allocates its block, committing
+//!   the journal inside the fault (in the VM: 514 faults for 2 MiB of 64 KiB appends into a
+//!   sparse file, 0 after `preallocate`; `vm_dax`).
 //!
 //! `memmap2` has no `MAP_SYNC` option, so the `MAP_SYNC` mapping is made with `libc::mmap`;
 //! the `msync` fallback (for file systems without DAX, when asked for) maps with
@@ -381,6 +387,49 @@ impl Region for DaxRegion {
             }
         }
         Ok(())
+    }
+    /// Allocates the file's holes in the range (zeros written through the file, then one
+    /// sync), then faults the range's pages into the mapping writable. Without it, the first
+    /// store to each page of a sparse file faults on the hot path, and under `MAP_SYNC` that
+    /// fault allocates the block and commits the file system's journal before it returns.
+    fn preallocate(&self, offset: u64, len: u64) -> Result<(), RegionError> {
+        check_bounds(offset, len, self.len)?;
+        crate::file::fill_holes(&self._file, offset, len).map_err(|source| RegionError::Write {
+            offset,
+            len,
+            source,
+        })?;
+        if let Mapping::Sync { ptr, .. } = self.mapping {
+            populate_writable(ptr, self.len, offset, len);
+        }
+        Ok(())
+    }
+}
+
+/// Page size for `madvise` alignment (the smallest x86-64 page; advice on a larger range than
+/// asked is harmless here, since the range is clamped to the mapping).
+const PAGE: u64 = 4096;
+
+/// Faults `[offset, offset + len)` of the mapping at `base` (`map_len` bytes) in writable
+/// (`MADV_POPULATE_WRITE`, Linux 5.14 and later), as a first store to each page would. Advice
+/// only: on an older kernel, or if the kernel declines, the stores fault as before.
+fn populate_writable(base: *mut u8, map_len: u64, offset: u64, len: u64) {
+    let start = offset / PAGE * PAGE;
+    let end = (offset + len)
+        .div_ceil(PAGE)
+        .saturating_mul(PAGE)
+        .min(map_len);
+    if end <= start {
+        return;
+    }
+    // SAFETY: `[start, end)` lies inside the live mapping (`end <= map_len`, `start` page
+    // aligned like the mapping's base); populating pages changes no byte of their contents.
+    unsafe {
+        libc::madvise(
+            base.add(start as usize).cast(),
+            (end - start) as usize,
+            libc::MADV_POPULATE_WRITE,
+        );
     }
 }
 
