@@ -15,6 +15,8 @@
 #   OPENRAFT_BEST openraft's best in-memory commits/s measured by hand on this machine (see
 #                 bench/openraft.md); enables the 3x-openraft target
 #   SKIP_ETCD=1   do not install or run etcd
+#   SKIP_VM=1     do not run the soft-RoCE/NVDIMM VM part (the rdma ring beside ib_write_lat,
+#                 the log's dax backend); it boots the VM of tests/vm/run (root, as there)
 # Needs: the Rust toolchain; for etcd, root (apt-get install etcd-server) or etcd on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +82,36 @@ if [ -n "${OPENRAFT_BEST:-}" ]; then
 fi
 run local local --dir "$data" --clients 1,64 --payload 64 "${etcd_json[@]}" "${openraft[@]}"
 
+# RDMA and DAX exist only in the soft-RoCE/NVDIMM VM of tests/vm/run (this machine's kernel has
+# neither): the ring over rdma beside ib_write_lat, and the log's dax backend, each in one VM
+# boot, with its limits measured in the same guest. Last, since it rebuilds keel-bench with
+# the rdma feature (the smoke test first installs the host packages that build needs).
+vm_ran=0
+if [ "${SKIP_VM:-0}" != 1 ]; then
+    echo "== soft-RoCE/NVDIMM VM: smoke test"
+    if tests/vm/run --smoke >"$out/vm-smoke.txt" 2>&1 &&
+        cargo build --release -p keel-bench --features rdma; then
+        vm_ran=1
+        vmrun() { # name, then keel-bench arguments, run in the VM
+            local name=$1
+            shift
+            echo "== (VM) keel-bench $*"
+            rm -f "$out/$name.json"
+            if ! tests/vm/run -- "$kb" "$@" --duration-ms "$dur" --json "$out/$name.json" \
+                --plot "$out/$name.svg" >"$out/$name.txt" 2>"$out/$name.err"; then
+                echo "(VM) keel-bench $1 failed:" >&2
+                tail -20 "$out/$name.txt" >&2
+                rm -f "$out/$name.json"
+            fi
+            grep -v -e '^\[' -e '^keel-vm' -e '^vm \[' "$out/$name.txt" || true
+        }
+        vmrun vm-ring ring --backends rdma,shm --rdma-device rxe0
+        vmrun vm-log log --backends dax --dir /mnt/pmem --dax-dir /mnt/pmem
+    else
+        echo "the VM did not come up (see $out/vm-smoke.txt): its section says so" >&2
+    fi
+fi
+
 doc=docs/PERFORMANCE.md
 mkdir -p docs
 {
@@ -109,6 +141,25 @@ mkdir -p docs
     echo "## Keel cluster on this machine (\`keel-bench local\`)"
     echo
     section local
+    echo "## RDMA and DAX in the soft-RoCE/NVDIMM VM (\`tests/vm/run\`)"
+    echo
+    echo "QEMU without KVM (TCG) on this machine: every instruction is emulated, so absolute"
+    echo "figures are far slower than hardware, and an instruction the emulator runs slowly (the"
+    echo "log's CRC-32C, byte copies) weighs more than it would on hardware. Read the ratios to"
+    echo "the limits measured in the same guest (\`ib_write_lat\` on rxe0, \`pwrite\` +"
+    echo "\`fdatasync\` on the guest's ext4 \`-o dax\` file system)."
+    echo
+    if [ "$vm_ran" = 1 ]; then
+        echo "### Transports in the VM (\`keel-bench ring --backends rdma,shm\`)"
+        echo
+        section vm-ring
+        echo "### Persistence log on DAX in the VM (\`keel-bench log --backends dax\`)"
+        echo
+        section vm-log
+    else
+        echo "The VM part was not run (SKIP_VM=1, or the VM did not come up)."
+        echo
+    fi
     echo "## etcd (Debian etcd-server, 3 members on loopback, same load)"
     echo
     if [ -f "$out/etcd.err" ]; then
