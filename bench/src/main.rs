@@ -260,25 +260,20 @@ fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
             let prefix = format!("keel-{transport}-{durability}-{}", limits::size_label(size));
             // The disk's flush cost drifts within minutes on shared machines: measure the
             // bare loop right before each durable configuration, before its threads start.
-            let durable_limit = if durability != "none" {
-                let mut l = limits::pwrite_fdatasync(&a.dir, size, &lo)?;
-                l.name = format!("{}@{transport}-{durability}", l.name);
-                let name = l.name.clone();
-                report.add_limit(LimitOutcome::Measured(l));
-                Some(name)
-            } else {
-                None
-            };
             // The three replicas share this machine's disk: one sync while the other two
             // replicas sync too is the floor a durable commit here can reach.
-            let shared_disk_limit = if durability != "none" {
-                let mut l = limits::pwrite_fdatasync_concurrent(&a.dir, size, 3, &lo)?;
-                l.name = format!("{}@{transport}-{durability}", l.name);
-                let name = l.name.clone();
-                report.add_limit(LimitOutcome::Measured(l));
-                Some(name)
+            let (durable_limit, shared_disk_limit) = if durability != "none" {
+                let mut add = |mut l: keel_bench::report::Limit| {
+                    l.name = format!("{}@{transport}-{durability}", l.name);
+                    let name = l.name.clone();
+                    report.add_limit(LimitOutcome::Measured(l));
+                    Some(name)
+                };
+                let alone = add(limits::pwrite_fdatasync(&a.dir, size, &lo)?);
+                let shared = add(limits::pwrite_fdatasync_concurrent(&a.dir, size, 3, &lo)?);
+                (alone, shared)
             } else {
-                None
+                (None, None)
             };
             let mut cluster = match Cluster::start(&co) {
                 Ok(c) => c,
