@@ -350,6 +350,7 @@ pub fn cluster_params(o: &ClusterOptions) -> BTreeMap<String, serde_json::Value>
         ("pipeline_window", o.batching.pipeline_window.into()),
         ("tick_us", o.timing.tick_us.into()),
         ("heartbeat_ms", o.timing.heartbeat_ms.into()),
+        ("lease_ms", o.timing.lease_ms.into()),
         (
             "election_timeout_ms",
             serde_json::json!([

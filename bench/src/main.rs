@@ -162,6 +162,10 @@ struct LocalArgs {
     /// Protocol tick in microseconds.
     #[arg(long, default_value_t = 500)]
     tick_us: u64,
+    /// Leader lease in milliseconds (0: reads use the read-index path); must stay below the
+    /// smallest election timeout.
+    #[arg(long, default_value_t = 30)]
+    lease_ms: u64,
     /// Pin replica loops round-robin to these cores (default: not pinned).
     #[arg(long, value_delimiter = ',')]
     pin_replicas: Vec<usize>,
@@ -233,6 +237,7 @@ fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
         heartbeat_ms: a.heartbeat_ms,
         election_timeout_min_ms: a.election_timeout_ms.0 as u64,
         election_timeout_max_ms: a.election_timeout_ms.1 as u64,
+        lease_ms: a.lease_ms,
         ..Default::default()
     };
     let batching = keel_engine::config::Batching {
