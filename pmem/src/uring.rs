@@ -345,7 +345,7 @@ impl UringRegion {
             if expected.is_empty() {
                 continue;
             }
-            ring.submit_and_wait(expected.len())
+            submit_and_wait(ring, expected.len())
                 .map_err(|source| RegionError::Sync { source })?;
             let mut seen = 0;
             let mut first_err: Option<RegionError> = None;
@@ -353,7 +353,7 @@ impl UringRegion {
                 cqes.clear();
                 cqes.extend(ring.completion().map(|c| (c.user_data(), c.result())));
                 if cqes.is_empty() {
-                    ring.submit_and_wait(expected.len() - seen)
+                    submit_and_wait(ring, expected.len() - seen)
                         .map_err(|source| RegionError::Sync { source })?;
                     continue;
                 }
@@ -507,6 +507,18 @@ impl UringRegion {
     }
 }
 
+/// Submits what is queued and waits for `want` completions, again when a signal interrupted
+/// the wait (entries the kernel already took are not submitted twice): an error return must
+/// mean the operations failed, never that buffers they still use are handed back early.
+fn submit_and_wait(ring: &mut IoUring, want: usize) -> std::io::Result<usize> {
+    loop {
+        match ring.submit_and_wait(want) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Submits `e` alone and returns its completion's result.
 fn submit_one(ring: &mut IoUring, e: &squeue::Entry) -> std::io::Result<i32> {
     // SAFETY: the caller keeps what the entry references alive until this returns, and this
@@ -514,7 +526,7 @@ fn submit_one(ring: &mut IoUring, e: &squeue::Entry) -> std::io::Result<i32> {
     unsafe { ring.submission().push(e) }
         .map_err(|_| std::io::Error::other("submission queue full"))?;
     loop {
-        ring.submit_and_wait(1)?;
+        submit_and_wait(ring, 1)?;
         if let Some(c) = ring.completion().next() {
             return Ok(c.result());
         }
@@ -564,7 +576,7 @@ fn uring_write(
     }
     let (mut write_res, mut sync_res) = (None, None);
     while write_res.is_none() || sync_res.is_none() {
-        ring.submit_and_wait(1)?;
+        submit_and_wait(ring, 1)?;
         for c in ring.completion() {
             if c.user_data() == FSYNC_TAG {
                 sync_res = Some(c.result());
