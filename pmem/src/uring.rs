@@ -345,8 +345,7 @@ impl UringRegion {
             if expected.is_empty() {
                 continue;
             }
-            submit_and_wait(ring, expected.len())
-                .map_err(|source| RegionError::Sync { source })?;
+            submit_and_wait(ring, expected.len()).map_err(|source| RegionError::Sync { source })?;
             let mut seen = 0;
             let mut first_err: Option<RegionError> = None;
             while seen < expected.len() {
