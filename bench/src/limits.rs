@@ -658,24 +658,34 @@ fn sync_loop_with(
     let mut step = SyncStep::new(scratch, size, region, sequential, kind)?;
     let counter: Counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(name, Arc::clone(&counter), opts.quiet);
-    let mut lat = Latencies::new()?;
     let warm_end = Instant::now() + opts.duration / 5;
-    while Instant::now() < warm_end {
-        step.once().map_err(|e| step.error(e))?;
-    }
-    let start = Instant::now();
-    let end = start + opts.duration;
-    let mut n = 0u64;
-    while Instant::now() < end {
-        let t0 = Instant::now();
-        step.once().map_err(|e| step.error(e))?;
-        lat.record(t0.elapsed());
-        n += 1;
-        counter.store(n, Ordering::Relaxed);
-    }
-    let elapsed = start.elapsed();
+    let lat = step.timed(warm_end, warm_end + opts.duration, &counter)?;
+    let elapsed = warm_end.elapsed();
     drop(progress);
     Ok((lat.summary(elapsed), lat.percentile_curve()))
+}
+
+impl SyncStep {
+    /// Runs the step unrecorded until `warm_end`, then records each operation's latency until
+    /// `end`, counting them in `counter`.
+    fn timed(
+        &mut self,
+        warm_end: Instant,
+        end: Instant,
+        counter: &Counter,
+    ) -> Result<Latencies, LimitError> {
+        let mut lat = Latencies::new()?;
+        while Instant::now() < warm_end {
+            self.once().map_err(|e| self.error(e))?;
+        }
+        while Instant::now() < end {
+            let t0 = Instant::now();
+            self.once().map_err(|e| self.error(e))?;
+            lat.record(t0.elapsed());
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(lat)
+    }
 }
 
 /// Rounds of an [`interleaved`] run.
@@ -949,26 +959,13 @@ pub fn pwrite_fdatasync_concurrent(
     let counter: Counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(&name, Arc::clone(&counter), opts.quiet);
     let warm_end = Instant::now() + opts.duration / 5;
-    let start = warm_end;
-    let end = start + opts.duration;
+    let end = warm_end + opts.duration;
     let results: Vec<Result<Latencies, LimitError>> = std::thread::scope(|s| {
         let handles: Vec<_> = steps
             .into_iter()
             .map(|mut step| {
-                let counter = Arc::clone(&counter);
-                s.spawn(move || -> Result<Latencies, LimitError> {
-                    let mut lat = Latencies::new()?;
-                    while Instant::now() < warm_end {
-                        step.once().map_err(|e| step.error(e))?;
-                    }
-                    while Instant::now() < end {
-                        let t0 = Instant::now();
-                        step.once().map_err(|e| step.error(e))?;
-                        lat.record(t0.elapsed());
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(lat)
-                })
+                let counter = &counter;
+                s.spawn(move || step.timed(warm_end, end, counter))
             })
             .collect();
         handles
@@ -979,7 +976,7 @@ pub fn pwrite_fdatasync_concurrent(
             })
             .collect()
     });
-    let elapsed = start.elapsed();
+    let elapsed = warm_end.elapsed();
     drop(progress);
     let mut all = Latencies::new()?;
     for r in results {

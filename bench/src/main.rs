@@ -272,11 +272,11 @@ fn run_local(a: &LocalArgs) -> anyhow::Result<()> {
                     l.name = format!("{}@{transport}-{durability}", l.name);
                     let name = l.name.clone();
                     report.add_limit(LimitOutcome::Measured(l));
-                    Some(name)
+                    name
                 };
                 let alone = add(limits::pwrite_fdatasync(&a.dir, size, &lo)?);
                 let shared = add(limits::pwrite_fdatasync_concurrent(&a.dir, size, 3, &lo)?);
-                (alone, shared)
+                (Some(alone), Some(shared))
             } else {
                 (None, None)
             };

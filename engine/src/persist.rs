@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use keel_core::{PersistOp, PersistToken, PersistentState};
-use keel_pmem::{FileRegion, Log, LogError, Region, RegionError};
+use keel_pmem::{Log, LogError, Region, RegionError};
 
 use crate::error::StartError;
 use crate::runtime::{Health, Idle, Signal, doing};
@@ -106,55 +106,37 @@ pub fn open_log(
     log_id: u64,
 ) -> Result<(DynLog, PersistentState), StartError> {
     let path = log_path(data_dir);
-    let file_opts = |backend: &str| keel_pmem::FileOptions {
-        direct: if backend == "file-buffered" {
-            keel_pmem::DirectIo::Off
-        } else {
-            keel_pmem::DirectIo::Auto
-        },
-    };
-    let region: Box<dyn Region> = match backend {
-        "memory" => Box::new(MemRegion::new(capacity_bytes)),
-        "file" | "file-buffered" => Box::new(
-            FileRegion::open_with(&path, capacity_bytes, file_opts(backend))
-                .map_err(|e| log_err(&path, "open file", e))?,
-        ),
-        "uring" => Box::new(
-            keel_pmem::UringRegion::open(&path, capacity_bytes, Default::default())
-                .map_err(|e| log_err(&path, "open io_uring region", e))?,
-        ),
-        "dax" => Box::new(
-            keel_pmem::DaxRegion::open(&path, capacity_bytes, Default::default())
-                .map_err(|e| log_err(&path, "open DAX region", e))?,
-        ),
-        other => {
-            return Err(log_err(
-                &path,
-                "unknown backend",
-                format!("`{other}` (use file, file-buffered, uring, dax or memory)"),
-            ));
+    // The region for `backend`, opened fresh each call: `memory` is the engine's own, the
+    // others are keel-pmem's backends of the same names (with their default options).
+    let open_region = || -> Result<Box<dyn Region>, StartError> {
+        if backend == "memory" {
+            return Ok(Box::new(MemRegion::new(capacity_bytes)));
         }
+        let parsed = ["file", "file-buffered", "uring", "dax"]
+            .contains(&backend)
+            .then(|| keel_pmem::Backend::parse(backend))
+            .flatten()
+            .ok_or_else(|| {
+                log_err(
+                    &path,
+                    "unknown backend",
+                    format!("`{backend}` (use file, file-buffered, uring, dax or memory)"),
+                )
+            })?;
+        let cfg = keel_pmem::LogConfig {
+            backend: parsed,
+            path: path.clone(),
+            region_bytes: capacity_bytes,
+            log_id,
+        };
+        cfg.open_region()
+            .map_err(|e| log_err(&path, &format!("open {} region", parsed.name()), e))
     };
-    let log = match Log::open(region) {
+    let log = match Log::open(open_region()?) {
         Ok((log, _recovered)) => log,
         Err(LogError::NotFormatted) => {
             // A fresh region: format it. `open` consumed the region, so reopen it.
-            let region: Box<dyn Region> = match backend {
-                "memory" => Box::new(MemRegion::new(capacity_bytes)),
-                "file" | "file-buffered" => Box::new(
-                    FileRegion::open_with(&path, capacity_bytes, file_opts(backend))
-                        .map_err(|e| log_err(&path, "open file", e))?,
-                ),
-                "uring" => Box::new(
-                    keel_pmem::UringRegion::open(&path, capacity_bytes, Default::default())
-                        .map_err(|e| log_err(&path, "open io_uring region", e))?,
-                ),
-                _ => Box::new(
-                    keel_pmem::DaxRegion::open(&path, capacity_bytes, Default::default())
-                        .map_err(|e| log_err(&path, "open DAX region", e))?,
-                ),
-            };
-            Log::create(region, log_id).map_err(|e| log_err(&path, "format", e))?
+            Log::create(open_region()?, log_id).map_err(|e| log_err(&path, "format", e))?
         }
         Err(e) => return Err(log_err(&path, "recover (run `keel log verify`)", e)),
     };

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::direct::{Assembler, open_direct, write_all_direct};
+use crate::direct::{Assembler, open_direct, route, write_all_direct};
 use crate::error::RegionError;
 use crate::region::{Region, check_bounds};
 
@@ -242,26 +242,25 @@ impl FileRegion {
                 len: run_end - start,
                 source,
             };
-            let direct = self.direct.as_ref().zip(assembler.as_mut()).filter(|_| {
-                crate::direct::Assembler::aligned(start, run_end - start).1 <= self.len
-            });
-            match direct {
+            let run_len = run_end - start;
+            match route(
+                self.direct.as_ref(),
+                assembler.as_mut(),
+                start,
+                run_len,
+                self.len,
+            ) {
                 Some((file, asm)) => {
                     let dsync = for_fence && !*unsynced && runs == 1 && end == order.len();
                     let segs = &order[i..end];
                     let free = segs[segs.len() - 1].3;
                     let mut fill = |at: u64, dst: &mut [u8]| fill_from(bytes, segs, at, dst);
                     let mut write = |b: &[u8], at: u64| write_all_direct(file, b, at, dsync);
-                    asm.write_run_with(file, start, run_end - start, &mut fill, free, &mut write)
+                    asm.write_run_with(file, start, run_len, &mut fill, free, &mut write)
                         .map_err(err)?;
                     synced = dsync;
                 }
-                None => {
-                    if let Some(asm) = assembler.as_mut() {
-                        asm.invalidate(start, run_end - start);
-                    }
-                    write_run(&self.file, start, bytes, &order[i..end]).map_err(err)?
-                }
+                None => write_run(&self.file, start, bytes, &order[i..end]).map_err(err)?,
             }
             if !synced {
                 *unsynced = true;
@@ -505,28 +504,22 @@ impl Region for FileRegion {
                         source,
                     };
                     out.unsynced = true;
-                    let aligned_end = Assembler::aligned(offset, total as u64).1;
-                    match (self.direct.as_ref(), out.assembler.as_mut()) {
-                        (Some(file), Some(asm)) if aligned_end <= self.len => {
+                    let len = total as u64;
+                    match route(
+                        self.direct.as_ref(),
+                        out.assembler.as_mut(),
+                        offset,
+                        len,
+                        self.len,
+                    ) {
+                        Some((file, asm)) => {
                             let mut fill = |at: u64, dst: &mut [u8]| fill_parts(parts, at, dst);
                             let mut write =
                                 |b: &[u8], at: u64| write_all_direct(file, b, at, false);
-                            asm.write_run_with(
-                                file,
-                                offset,
-                                total as u64,
-                                &mut fill,
-                                free_after,
-                                &mut write,
-                            )
-                            .map_err(err)
+                            asm.write_run_with(file, offset, len, &mut fill, free_after, &mut write)
+                                .map_err(err)
                         }
-                        (_, asm) => {
-                            if let Some(asm) = asm {
-                                asm.invalidate(offset, total as u64);
-                            }
-                            write_parts_at(&self.file, offset, parts).map_err(err)
-                        }
+                        None => write_parts_at(&self.file, offset, parts).map_err(err),
                     }
                 })
                 .map(drop);

@@ -107,9 +107,10 @@
 //! - `tests/kill9.rs`: a child process (the test binary re-executed) appends from 4 threads
 //!   and prints every append it was told is durable, and releases space with `advance_head`
 //!   so the 64 KiB log wraps; the parent kills it with SIGKILL after a random 0-200 ms,
-//!   100 times per backend (`file` with direct I/O, `file-buffered` and `uring`), recovers the same file each time and checks
-//!   that every acknowledged, unreleased append is there and each thread's records are
-//!   gap-free. About 13 s per backend in a debug build.
+//!   100 times per backend (`file` and `uring` with direct I/O, `file-buffered`,
+//!   `uring-buffered`), recovers the same file each time and checks that every acknowledged,
+//!   unreleased append is there and each thread's records are gap-free. About 10 s per backend
+//!   in a debug build.
 //! - `tests/recover_arbitrary.rs`: proptest feeding arbitrary bytes, mutated valid images, and
 //!   images whose metadata is resealed with arbitrary head/tail/capacity to recovery: an error,
 //!   never a panic, and any recovered log reads back consistently (mutated images recover

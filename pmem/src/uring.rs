@@ -22,18 +22,16 @@
 //! write, wait, then fsync it replaced, alternating runs of `keel-bench log`: single-append
 //! p50 1.02-1.06x of `pwrite` + `fdatasync` either way at 64 B and 64 KiB, so the link saves
 //! the system call, not device time; and with two CPU hogs running, the kill -9 test's
-//! appenders made 38,649 acknowledged appends in 30 kills, against 27,000-32,000 before.) Measured with `keel-bench log` on an idle machine, the
-//! single append was 1.01x of `pwrite` + `fdatasync` at 64 B, 1 KiB and 64 KiB (buffered, in
-//! the same kind of runs: 1.01-1.16x). The staging buffers stay registered; the direct writes come from the
-//! assembler's buffer.
+//! appenders made 38,649 acknowledged appends in 30 kills, against 27,000-32,000 with the
+//! unlinked fsync in the runs of the session before.) The staging buffers stay registered; the
+//! direct writes come from the assembler's buffer.
 //!
 //! The direct write does not carry `RWF_DSYNC`, although that measured as fast on an idle
-//! machine (0.97-1.07x): the sync of an asynchronous direct `RWF_DSYNC` write runs in a kernel
-//! worker after the data write completes, and with both vCPUs busy (two spinning processes)
-//! that collapsed the kill -9 test's four appenders from about 30,000 to about 2,000
-//! acknowledged appends in 30 kills, against 27,000-32,000 with the separate fsync and
-//! 29,000-44,000 buffered. The `file` backend's synchronous `RWF_DSYNC` write runs that sync in
-//! the caller and held up under the same load.
+//! machine (0.97-1.07x, in the session that added direct I/O): the sync of an asynchronous
+//! direct `RWF_DSYNC` write runs in a kernel worker after the data write completes, and with
+//! both vCPUs busy (two spinning processes) that collapsed the kill -9 test's four appenders
+//! to about 2,000 acknowledged appends in 30 kills. The `file` backend's synchronous
+//! `RWF_DSYNC` write runs that sync in the caller and held up under the same load.
 //!
 //! If the kernel (or a seccomp filter) refuses io_uring, [`UringRegion::open`] returns
 //! [`RegionError::Unsupported`].
@@ -47,7 +45,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use crate::direct::Assembler;
+use crate::direct::{Assembler, route};
 use crate::error::RegionError;
 use crate::file::DirectIo;
 use crate::region::{Region, check_bounds};
@@ -455,47 +453,42 @@ impl UringRegion {
                 len: w.len as u64,
                 source,
             };
-            let aligned_end = Assembler::aligned(w.file_off, w.len as u64).1;
-            if aligned_end > self.len {
+            let len = w.len as u64;
+            let Some((direct, asm)) =
+                route(Some(direct), Some(&mut *asm), w.file_off, len, self.len)
+            else {
                 // The file's last, partial block: through the page cache.
-                asm.invalidate(w.file_off, w.len as u64);
                 self.file.write_all_at(src, w.file_off).map_err(err)?;
-            } else {
-                let mut fill = |at: u64, dst: &mut [u8]| {
-                    dst.copy_from_slice(&src[at as usize..at as usize + dst.len()]);
-                };
-                let mut write = |blocks: &[u8], at: u64| {
-                    // The fence's last blocks carry the fsync with them.
-                    let link = sync && k == last && at + blocks.len() as u64 == aligned_end;
-                    let fsync_on = link.then_some(&self.file);
-                    match uring_write(ring, direct, blocks, at, fsync_on)? {
-                        Ok(()) => {
-                            synced |= link;
-                            Ok(())
-                        }
-                        Err(e) => {
-                            sync_err = Some(e);
-                            Err(std::io::Error::other("the linked fdatasync failed"))
-                        }
+                continue;
+            };
+            let aligned_end = Assembler::aligned(w.file_off, len).1;
+            let mut fill = |at: u64, dst: &mut [u8]| {
+                dst.copy_from_slice(&src[at as usize..at as usize + dst.len()]);
+            };
+            let mut write = |blocks: &[u8], at: u64| {
+                // The fence's last blocks carry the fsync with them.
+                let link = sync && k == last && at + blocks.len() as u64 == aligned_end;
+                let fsync_on = link.then_some(&self.file);
+                match uring_write(ring, direct, blocks, at, fsync_on)? {
+                    Ok(()) => {
+                        synced |= link;
+                        Ok(())
                     }
-                };
-                let res = asm.write_run_with(
-                    direct,
-                    w.file_off,
-                    w.len as u64,
-                    &mut fill,
-                    w.free,
-                    &mut write,
-                );
-                if let Some(source) = sync_err.take() {
-                    return Err(RegionError::Sync { source });
+                    Err(e) => {
+                        sync_err = Some(e);
+                        Err(std::io::Error::other("the linked fdatasync failed"))
+                    }
                 }
-                res.map_err(err)?;
+            };
+            let res = asm.write_run_with(direct, w.file_off, len, &mut fill, w.free, &mut write);
+            if let Some(source) = sync_err.take() {
+                return Err(RegionError::Sync { source });
             }
+            res.map_err(err)?;
         }
         if sync && !synced {
-            let e = fsync_entry(&self.file);
-            let res = submit_one(ring, &e).map_err(|source| RegionError::Sync { source })?;
+            let [res] = submit_chain(ring, [fsync_entry(&self.file)])
+                .map_err(|source| RegionError::Sync { source })?;
             if res < 0 {
                 return Err(RegionError::Sync {
                     source: std::io::Error::from_raw_os_error(-res),
@@ -518,18 +511,32 @@ fn submit_and_wait(ring: &mut IoUring, want: usize) -> std::io::Result<usize> {
     }
 }
 
-/// Submits `e` alone and returns its completion's result.
-fn submit_one(ring: &mut IoUring, e: &squeue::Entry) -> std::io::Result<i32> {
-    // SAFETY: the caller keeps what the entry references alive until this returns, and this
-    // returns only after the entry's completion.
-    unsafe { ring.submission().push(e) }
-        .map_err(|_| std::io::Error::other("submission queue full"))?;
-    loop {
-        submit_and_wait(ring, 1)?;
-        if let Some(c) = ring.completion().next() {
-            return Ok(c.result());
+/// Submits `entries` with one `io_uring_enter` and waits for all their completions; returns
+/// their results in the entries' order. The caller keeps what the entries reference alive
+/// until this returns (it returns only once every entry completed, or on a submission error
+/// before any was taken).
+fn submit_chain<const N: usize>(
+    ring: &mut IoUring,
+    entries: [squeue::Entry; N],
+) -> std::io::Result<[i32; N]> {
+    {
+        let mut sq = ring.submission();
+        for (i, e) in entries.into_iter().enumerate() {
+            // SAFETY: as the caller guarantees above; every entry is waited for below.
+            unsafe { sq.push(&e.user_data(i as u64)) }
+                .map_err(|_| std::io::Error::other("submission queue full"))?;
         }
     }
+    let mut results = [None; N];
+    while results.iter().any(Option::is_none) {
+        submit_and_wait(ring, 1)?;
+        for c in ring.completion() {
+            if let Some(r) = results.get_mut(c.user_data() as usize) {
+                *r = Some(c.result());
+            }
+        }
+    }
+    Ok(results.map(|r| r.unwrap_or(0)))
 }
 
 /// An `FSYNC(DATASYNC)` of `file`.
@@ -537,11 +544,7 @@ fn fsync_entry(file: &File) -> squeue::Entry {
     opcode::Fsync::new(types::Fd(file.as_raw_fd()))
         .flags(types::FsyncFlags::DATASYNC)
         .build()
-        .user_data(FSYNC_TAG)
 }
-
-/// `user_data` of a linked fsync (a write's is 0).
-const FSYNC_TAG: u64 = 1;
 
 /// Writes `blocks` (aligned memory, whole blocks) at `at` through the `O_DIRECT` descriptor
 /// with one io_uring `WRITE` and waits for it. With `fsync_on`, an `FSYNC(DATASYNC)` of that
@@ -556,36 +559,20 @@ fn uring_write(
     fsync_on: Option<&File>,
 ) -> std::io::Result<std::io::Result<()>> {
     let len = u32::try_from(blocks.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    let mut e = opcode::Write::new(types::Fd(direct.as_raw_fd()), blocks.as_ptr(), len)
+    let write = opcode::Write::new(types::Fd(direct.as_raw_fd()), blocks.as_ptr(), len)
         .offset(at)
-        .build()
-        .user_data(0);
+        .build();
+    // `blocks` is borrowed for the whole call, and `submit_chain` waits for every completion.
     let Some(file) = fsync_on else {
-        // `blocks` is borrowed for the whole call, and `submit_one` waits for the completion.
-        return check_write(submit_one(ring, &e)?, len).map(Ok);
+        let [res] = submit_chain(ring, [write])?;
+        return check_write(res, len).map(Ok);
     };
-    e = e.flags(squeue::Flags::IO_LINK);
-    let fsync = fsync_entry(file);
-    {
-        let mut sq = ring.submission();
-        // SAFETY: `blocks` and both descriptors outlive the operations: both completions are
-        // reaped below before this returns (a cancelled fsync completes too).
-        unsafe { sq.push(&e).and_then(|()| sq.push(&fsync)) }
-            .map_err(|_| std::io::Error::other("submission queue full"))?;
-    }
-    let (mut write_res, mut sync_res) = (None, None);
-    while write_res.is_none() || sync_res.is_none() {
-        submit_and_wait(ring, 1)?;
-        for c in ring.completion() {
-            if c.user_data() == FSYNC_TAG {
-                sync_res = Some(c.result());
-            } else {
-                write_res = Some(c.result());
-            }
-        }
-    }
-    check_write(write_res.unwrap_or(0), len)?;
-    Ok(match sync_res.unwrap_or(0) {
+    let [res, sync] = submit_chain(
+        ring,
+        [write.flags(squeue::Flags::IO_LINK), fsync_entry(file)],
+    )?;
+    check_write(res, len)?;
+    Ok(match sync {
         0 => Ok(()),
         r => Err(std::io::Error::from_raw_os_error(-r)),
     })

@@ -39,8 +39,8 @@ mod sim {
     crate::conformance_suite!(fixture());
 }
 
-/// `file` with its default, direct I/O where the file system allows it (it does on ext4, xfs
-/// and tmpfs since Linux 6.6; the fixture says when it fell back).
+/// `file` with its default, direct I/O where the file system allows it (the fixture says when
+/// it fell back).
 mod file {
     use super::*;
     fn fixture() -> Result<crate::common::Opener, String> {

@@ -167,7 +167,11 @@ impl AckArray {
         let at = index * ACK_ENTRY_BYTES;
         let seen = &self.seen[index];
         match published::load(self.mr.word(at), self.mr.word(at + 8)) {
-            Some(head) => seen.fetch_max(head, Ordering::AcqRel).max(head),
+            // A read-modify-write only when the head moved (the writer polls this often).
+            Some(head) if head > seen.load(Ordering::Acquire) => {
+                seen.fetch_max(head, Ordering::AcqRel).max(head)
+            }
+            Some(_) => seen.load(Ordering::Acquire),
             None => {
                 self.torn.fetch_add(1, Ordering::Relaxed);
                 seen.load(Ordering::Acquire)
